@@ -1,0 +1,145 @@
+"""Small helpers shared by the tools: input resolution, expression access, ranking."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+from scipy import sparse
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def resolve_adata(data, mod: str | None = None) -> AnnData:
+    """Return the :class:`~anndata.AnnData` to work on.
+
+    ``data`` may be an AnnData or a :class:`~mudata.MuData`; for MuData, ``mod`` names the
+    modality (default ``"rna"``).
+    """
+    from anndata import AnnData
+
+    if isinstance(data, AnnData):
+        if mod is not None:
+            raise ValueError("`mod` is only used with a MuData object; got an AnnData.")
+        return data
+    try:
+        from mudata import MuData
+    except ImportError:  # pragma: no cover - mudata is a dependency
+        MuData = ()  # type: ignore[assignment]
+    if isinstance(data, MuData):
+        mod = mod or "rna"
+        if mod not in data.mod:
+            raise KeyError(
+                f"MuData has no modality {mod!r}; available: {list(data.mod)}. "
+                "Pass `mod=` with the name of the RNA modality."
+            )
+        return data.mod[mod]
+    raise TypeError(f"Expected an AnnData or MuData object, got {type(data).__name__}.")
+
+
+def get_matrix(adata: AnnData, layer: str | None = None):
+    """Return ``adata.X`` or ``adata.layers[layer]`` without copying.
+
+    Raises a clear error if the layer does not exist.
+    """
+    if layer is None:
+        X = adata.X
+        if X is None:
+            raise ValueError("`adata.X` is empty; pass `layer=` with the name of the counts layer.")
+        return X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not found in `adata.layers` (available: {list(adata.layers)})."
+        )
+    return adata.layers[layer]
+
+
+def iter_row_chunks(X, chunk_size: int = 4096):
+    """Yield ``(start, stop, block)`` over rows of ``X`` as CSR or dense float arrays.
+
+    Works for in-memory dense/sparse arrays and for backed datasets; never densifies more than
+    ``chunk_size`` rows at once.
+    """
+    n = X.shape[0]
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        block = X[start:stop]
+        if sparse.issparse(block):
+            block = sparse.csr_matrix(block)
+        elif hasattr(block, "toarray") and not isinstance(block, np.ndarray):  # backed sparse
+            block = sparse.csr_matrix(block.to_memory() if hasattr(block, "to_memory") else block)
+        else:
+            block = np.asarray(block)
+        yield start, stop, block
+
+
+def looks_like_counts(X, n_rows: int = 500) -> bool:
+    """Heuristic: are the first ``n_rows`` rows non-negative integers?"""
+    block = X[: min(n_rows, X.shape[0])]
+    if sparse.issparse(block):
+        vals = block.data
+    elif hasattr(block, "toarray") and not isinstance(block, np.ndarray):
+        vals = np.asarray(block.toarray()).ravel()
+    else:
+        vals = np.asarray(block).ravel()
+    if vals.size == 0:
+        return True
+    vals = vals.astype(np.float64, copy=False)
+    return bool(np.all(vals >= 0) and np.allclose(vals, np.round(vals)))
+
+
+class TopK(NamedTuple):
+    """The top entries of each row, CSR style: row ``i`` owns ``indptr[i]:indptr[i+1]``.
+
+    Within a row, entries are sorted by descending value; ties are broken by ascending
+    column index, so the order is deterministic.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+
+
+def top_k_per_row(X, k: int, chunk_size: int = 4096) -> TopK:
+    """Top ``k`` strictly positive entries of each row of ``X`` (sparse, dense or backed).
+
+    Zeros are never returned, so a row with fewer than ``k`` non-zero entries gives fewer.
+    Memory is linear in ``n_rows * k`` plus one chunk.
+    """
+    if k < 1:
+        raise ValueError(f"`k` must be >= 1, got {k}.")
+    indptrs, indices_out, values_out = [np.zeros(1, dtype=np.int64)], [], []
+    offset = 0
+    for _, _, block in iter_row_chunks(X, chunk_size):
+        block = sparse.csr_matrix(block)
+        block.eliminate_zeros()
+        n_rows = block.shape[0]
+        counts = np.diff(block.indptr)
+        rows = np.repeat(np.arange(n_rows), counts)
+        data = np.asarray(block.data, dtype=np.float64)
+        keep = data > 0
+        rows, cols, data = rows[keep], block.indices[keep], data[keep]
+        order = np.lexsort((cols, -data, rows))
+        rows, cols, data = rows[order], cols[order], data[order]
+        row_counts = np.bincount(rows, minlength=n_rows)
+        starts = np.concatenate([[0], np.cumsum(row_counts)[:-1]])
+        rank = np.arange(rows.size) - starts[rows]
+        sel = rank < k
+        kept = np.minimum(row_counts, k)
+        indptrs.append(offset + np.cumsum(kept))
+        offset += int(kept.sum())
+        indices_out.append(cols[sel].astype(np.int64))
+        values_out.append(data[sel])
+    return TopK(
+        np.concatenate(indptrs),
+        np.concatenate(indices_out) if indices_out else np.zeros(0, np.int64),
+        np.concatenate(values_out) if values_out else np.zeros(0),
+    )
+
+
+def l2_normalize(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation; all-zero rows stay zero."""
+    X = np.asarray(X)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, eps)

@@ -1,0 +1,1 @@
+"""Gene knowledge: sources of gene texts and matching of genes to them."""

@@ -1,0 +1,5 @@
+"""The scvi-tools style model."""
+
+from ._scllmdsc import SCLLMDSC
+
+__all__ = ["SCLLMDSC"]

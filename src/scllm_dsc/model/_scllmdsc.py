@@ -1,0 +1,2 @@
+class SCLLMDSC:  # placeholder, replaced by the implementation
+    pass

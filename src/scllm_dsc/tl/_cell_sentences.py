@@ -1,0 +1,2 @@
+def cell_sentences(*args, **kwargs):  # placeholder, replaced by the implementation
+    raise NotImplementedError
