@@ -1,0 +1,149 @@
+"""Helpers shared by the benchmark scripts: data paths, metrics, time and memory probes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "datasets"
+DEFAULT_GENETEXT = REPO.parent / "shared" / "data" / "genetext"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def species_of(adata) -> str:
+    names = adata.var_names[:200]
+    upper = np.mean([n.isupper() or not n.isalpha() for n in names])
+    return "human" if upper > 0.5 else "mouse"
+
+
+def cluster_accuracy(y_true, y_pred) -> float:
+    """Best one-to-one matching accuracy between two labelings (Hungarian algorithm)."""
+    from scipy.optimize import linear_sum_assignment
+
+    t = np.unique(y_true, return_inverse=True)[1]
+    p = np.unique(y_pred, return_inverse=True)[1]
+    cont = np.zeros((p.max() + 1, t.max() + 1), dtype=np.int64)
+    np.add.at(cont, (p, t), 1)
+    rows, cols = linear_sum_assignment(-cont)
+    return float(cont[rows, cols].sum() / len(t))
+
+
+def scores(y_true, y_pred) -> dict[str, float]:
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    return {
+        "ari": float(adjusted_rand_score(y_true, y_pred)),
+        "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
+        "acc": cluster_accuracy(np.asarray(y_true), np.asarray(y_pred)),
+        "n_found": int(len(np.unique(y_pred))),
+    }
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Probe:
+    seconds: float = 0.0
+    peak_mb: float = 0.0
+
+
+@contextmanager
+def measure(interval: float = 0.02):
+    """Wall time and peak resident memory above the starting level (sampled)."""
+    probe = Probe()
+    base = _rss_bytes()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    try:
+        yield probe
+    finally:
+        probe.seconds = time.perf_counter() - t0
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], _rss_bytes())
+        probe.peak_mb = (peak[0] - base) / 2**20
+
+
+def neighbors(ad, n_neighbors: int = 15, random_state: int = 0, **kwargs):
+    """``sc.pp.neighbors`` that also works above 4,096 cells with scipy >= 1.17.
+
+    scanpy 1.11 calls ``getnnz`` on pynndescent's output, which is a ``csr_array`` without
+    it; the same transformer returning a ``csr_matrix`` gives scanpy's usual result.
+    """
+    import scanpy as sc
+    from pynndescent import PyNNDescentTransformer
+    from scipy import sparse
+
+    class _Transformer(PyNNDescentTransformer):
+        def fit_transform(self, X, y=None, **kw):
+            return sparse.csr_matrix(super().fit_transform(X, y, **kw))
+
+        def transform(self, X, y=None):
+            return sparse.csr_matrix(super().transform(X, y))
+
+    if ad.n_obs > 4096 and "transformer" not in kwargs:
+        metric = kwargs.pop("metric", "euclidean")
+        kwargs["transformer"] = _Transformer(n_neighbors=n_neighbors, metric=metric,
+                                             random_state=random_state)
+    sc.pp.neighbors(ad, n_neighbors=n_neighbors, random_state=random_state, **kwargs)
+
+
+def log_normalised_pca(adata, n_top_genes: int = 2000, n_comps: int = 50, random_state: int = 0):
+    """scanpy's standard pipeline up to PCA on a copy; returns the processed AnnData."""
+    import scanpy as sc
+
+    ad = adata.copy()
+    sc.pp.filter_genes(ad, min_cells=1)
+    sc.pp.normalize_total(ad, target_sum=1e4)
+    sc.pp.log1p(ad)
+    sc.pp.highly_variable_genes(ad, n_top_genes=min(n_top_genes, ad.n_vars))
+    ad = ad[:, ad.var["highly_variable"]].copy()
+    sc.pp.scale(ad, max_value=10)
+    sc.pp.pca(ad, n_comps=min(n_comps, ad.n_vars - 1, ad.n_obs - 1), random_state=random_state)
+    return ad
+
+
+def leiden_with_k(ad, k: int, random_state: int = 0, neighbors_key: str | None = None,
+                  lo: float = 0.01, hi: float = 5.0, max_iter: int = 30):
+    """Leiden labels with the resolution bisected until the number of clusters equals ``k``.
+
+    Returns the labels closest to ``k`` found (exact in almost all cases).
+    """
+    import scanpy as sc
+
+    best, best_gap = None, np.inf
+    for _ in range(max_iter):
+        res = (lo + hi) / 2
+        sc.tl.leiden(ad, resolution=res, random_state=random_state, key_added="_bench",
+                     flavor="igraph", n_iterations=2, neighbors_key=neighbors_key)
+        labels = ad.obs["_bench"].to_numpy()
+        n = len(np.unique(labels))
+        if abs(n - k) < best_gap:
+            best, best_gap = labels.copy(), abs(n - k)
+        if n == k:
+            break
+        if n < k:
+            lo = res
+        else:
+            hi = res
+    del ad.obs["_bench"]
+    return best
