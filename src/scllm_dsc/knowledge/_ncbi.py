@@ -239,17 +239,18 @@ class NCBIKnowledge(KnowledgeSource):
                     out[str(uid)] = rec
         return out
 
-    def _records(self, batch: list[str]) -> list[dict]:
-        """Live records of this species matching any name of ``batch``."""
+    def _records(self, batch: list[str]) -> tuple[list[dict], dict[str, str]]:
+        """Live records of this species matching any name of ``batch``, and a map from the
+        lower-cased names of replaced (secondary) records to the UID that replaces them."""
         recs = self._summaries(self._search(batch))
-        replaced = {
-            str(r.get("currentid"))
+        redirects = {
+            r["name"].lower(): str(r.get("currentid"))
             for r in recs.values()
             if str(r.get("status", "")) not in _LIVE and str(r.get("currentid") or "0") != "0"
         }
-        replaced -= set(recs)
-        if replaced:
-            recs.update(self._summaries(sorted(replaced)))
+        missing = set(redirects.values()) - set(recs)
+        if missing:
+            recs.update(self._summaries(sorted(missing)))
         live = []
         for uid, r in recs.items():
             if str(r.get("status", "")) not in _LIVE:
@@ -259,10 +260,13 @@ class NCBIKnowledge(KnowledgeSource):
             if tax is not None and str(tax) != str(self.taxid):
                 continue
             live.append({**r, "uid": uid})
-        return live
+        return live, redirects
 
     @staticmethod
-    def _pick(name: str, records: list[dict]) -> dict | None:
+    def _pick(name: str, records: list[dict], redirects: Mapping[str, str]) -> dict | None:
+        """The record ``name`` denotes: its symbol (exact, then unique case-insensitive), the
+        record replacing a withdrawn symbol, or the unique record listing it as an alias."""
+
         def unique(hits):
             uids = {r["uid"] for r in hits}
             return hits[0] if len(uids) == 1 else None
@@ -274,6 +278,10 @@ class NCBIKnowledge(KnowledgeSource):
         hit = unique([r for r in records if r["name"].lower() == low])
         if hit is not None:
             return hit
+        if low in redirects:
+            hit = unique([r for r in records if r["uid"] == redirects[low]])
+            if hit is not None:
+                return hit
         hit = unique([r for r in records if name in _split_aliases(r.get("otheraliases"))])
         if hit is not None:
             return hit
@@ -282,10 +290,10 @@ class NCBIKnowledge(KnowledgeSource):
         )
 
     def _fetch_batch(self, batch: list[str]) -> None:
-        records = self._records(batch)
+        records, redirects = self._records(batch)
         now = time.time()
         for name in batch:
-            rec = self._pick(name, records)
+            rec = self._pick(name, records, redirects)
             if rec is None:
                 entry = {"v": _CACHE_VERSION, "query": name, "symbol": None, "fetched": now}
             else:
