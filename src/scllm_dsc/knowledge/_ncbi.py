@@ -191,7 +191,9 @@ class NCBIKnowledge(KnowledgeSource):
         from scanpy import logging as logg
 
         batches = [names[i : i + self.batch_size] for i in range(0, len(names), self.batch_size)]
-        logg.info(f"fetching {len(names)} gene descriptions from NCBI Gene ({len(batches)} batches)")
+        logg.info(
+            f"fetching {len(names)} gene descriptions from NCBI Gene ({len(batches)} batches)"
+        )
         it = batches
         if len(batches) > 1:
             from tqdm.auto import tqdm
@@ -286,7 +288,11 @@ class NCBIKnowledge(KnowledgeSource):
         if hit is not None:
             return hit
         return unique(
-            [r for r in records if low in {a.lower() for a in _split_aliases(r.get("otheraliases"))}]
+            [
+                r
+                for r in records
+                if low in {a.lower() for a in _split_aliases(r.get("otheraliases"))}
+            ]
         )
 
     def _fetch_batch(self, batch: list[str]) -> None:

@@ -199,7 +199,8 @@ class TableKnowledge(_MappingKnowledge):
             return candidate if candidate.is_file() else None
         p = Path(given).expanduser()
         if not p.is_file():
-            raise FileNotFoundError(f"The {kind.replace('_', ' ')} table {str(p)!r} does not exist.")
+            what = kind.replace("_", " ")
+            raise FileNotFoundError(f"The {what} table {str(p)!r} does not exist.")
         return p
 
     def _texts(self) -> dict[str, str]:
