@@ -87,6 +87,15 @@ def test_batching_counts_requests(server, make):
     assert k.n_requests == 10
 
 
+def test_esearch_pages_through_long_id_lists(server, make):
+    k = make()
+    k._search_page = 3
+    texts = k.texts([f"GENE{i}" for i in range(10)])
+    assert len(texts) == 10
+    assert server.count("esearch.fcgi") == 4  # pages of 3, 3, 3, 1 ids
+    assert [int(p["retstart"]) for e, p in server.requests if e == "esearch.fcgi"] == [0, 3, 6, 9]
+
+
 def test_partial_batch_and_disk_cache(server, make, tmp_path):
     k = make()
     first = k.texts(["CD3E", "MISSING1", "TP53", "MISSING2"])

@@ -184,8 +184,8 @@ def match_genes(
                         break
         # (5) Ensembl gene ID, from the name or the per-gene column
         if sym is None and ens_map:
-            for e in (eid, _ensembl_id(ensembl_ids[i]) if ensembl_ids is not None and
-                      _valid(ensembl_ids[i]) else None):
+            given = ensembl_ids[i] if ensembl_ids is not None else None
+            for e in (eid, _ensembl_id(given) if _valid(given) else None):
                 hit = ens_map.get(e) if e is not None else None
                 if hit is not None and hit in known:
                     sym, route = hit, "ensembl"

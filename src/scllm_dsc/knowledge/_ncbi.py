@@ -73,6 +73,7 @@ class NCBIKnowledge(KnowledgeSource):
     """
 
     name = "ncbi"
+    _search_page: int | None = None  # esearch page size (None: from the batch size)
 
     def __init__(
         self,
@@ -208,7 +209,7 @@ class NCBIKnowledge(KnowledgeSource):
             return []
         term = f"({' OR '.join(terms)}) AND {self.taxid}[taxid]"
         ids: list[str] = []
-        retmax = max(100, 5 * len(terms))
+        retmax = self._search_page or max(100, 5 * len(terms))
         retstart = 0
         while True:
             res = self.client.request(
