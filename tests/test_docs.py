@@ -37,7 +37,8 @@ def test_docs_build_without_warnings(tmp_path):
         text=True,
         timeout=580,
     )
-    assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    log = f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    assert proc.returncode == 0, f"sphinx-build failed:\n{log}"
     html = tmp_path / "html"
     for page in ("index", "api", "method", "tutorials", "benchmarks", "troubleshooting"):
         assert (html / f"{page}.html").is_file(), page

@@ -89,7 +89,9 @@ def _de_genes(adata, key: str, n_genes: int, layer: str | None, method: str):
         sizes = clusters.value_counts()
         tmp = ad.AnnData(
             X=X.copy(),
-            obs=pd.DataFrame({key: as_categorical(clusters.to_numpy()).values}, index=adata.obs_names),
+            obs=pd.DataFrame(
+                {key: as_categorical(clusters.to_numpy()).values}, index=adata.obs_names
+            ),
             var=pd.DataFrame(index=adata.var_names),
         )
         if looks_like_counts(tmp.X):
@@ -106,8 +108,11 @@ def _de_genes(adata, key: str, n_genes: int, layer: str | None, method: str):
     out = {}
     for g in names.columns:
         genes = list(names[g].astype(str)[:n_genes])
-        sc_ = list(scores[g].astype(float)[:n_genes]) if scores is not None else [np.nan] * len(genes)
-        out[str(g)] = (genes, sc_)
+        if scores is not None:
+            values = list(scores[g].astype(float)[:n_genes])
+        else:
+            values = [np.nan] * len(genes)
+        out[str(g)] = (genes, values)
     return out
 
 
@@ -183,7 +188,8 @@ def cluster_gene_table(
                 }
             )
     table = pd.DataFrame(rows)
-    table["cluster"] = pd.Categorical(table["cluster"], categories=[str(c) for c in clusters.categories])
+    order = [str(c) for c in clusters.categories]
+    table["cluster"] = pd.Categorical(table["cluster"], categories=order)
     return table
 
 

@@ -60,7 +60,8 @@ def history_frame(history) -> pd.DataFrame:
             if not series:
                 raise ValueError("The training history holds no per-epoch values.")
             lengths = {len(s) for s in series.values()}
-            if all(isinstance(s.index, pd.RangeIndex) for s in series.values()) and len(lengths) > 1:
+            plain = all(isinstance(s.index, pd.RangeIndex) for s in series.values())
+            if plain and len(lengths) > 1:
                 # lists of different lengths: align at the start
                 series = {k: s.reset_index(drop=True) for k, s in series.items()}
             df = pd.concat(series, axis=1)
@@ -213,8 +214,6 @@ def training_history(
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.grid(False)
-        if n == 0 and (len(lines) > 1 or runs):
-            ax.legend(frameon=False, fontsize="x-small")
-        elif len(lines) > 1:
+        if len(lines) > 1 or (n == 0 and runs):  # phases are explained once, on the first panel
             ax.legend(frameon=False, fontsize="x-small")
     return finish(fig, axes, "training_history", show=show, save=save, return_fig=return_fig)
