@@ -61,6 +61,10 @@ def path1_variants(adata, seed=0) -> dict[str, np.ndarray]:
     out["raw+idf"] = Wi @ G
     out["random"] = W @ R
     out["random+idf"] = Wi @ R
+    for k in (500, 100):  # fewer genes per cell than the paper's K = 2048
+        Wk = cell_text_weights(X, idx, k, is_counts=is_counts)
+        out[f"raw, K={k}"] = Wk @ G
+        out[f"random, K={k}"] = Wk @ R
     return {k: l2_normalize(np.asarray(v)) for k, v in out.items()}
 
 

@@ -366,7 +366,10 @@ class TextEncoder:
                     else:
                         input_ids[r, : len(s)] = torch.tensor(s)
                         mask[r, : len(s)] = 1
-                kwargs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+                kwargs = {
+                    "input_ids": input_ids.to(self.device),
+                    "attention_mask": mask.to(self.device),
+                }
                 if left and self._accepts_position_ids:
                     kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0).to(self.device)
                 hidden = model(**kwargs).last_hidden_state.float()

@@ -69,7 +69,8 @@ def resolve_model(model: str | os.PathLike) -> ResolvedModel:
                 f"{str(path)!r} is a folder but has no config.json; pass a Hugging Face model "
                 "folder (as written by `save_pretrained`)."
             )
-        return ResolvedModel(str(path.resolve()), f"{path.resolve().name}-{_fingerprint(path)}", True)
+        path = path.resolve()
+        return ResolvedModel(str(path), f"{path.name}-{_fingerprint(path)}", True)
     model = str(model)
     bundled = _bundled_folder(model)
     if bundled is not None:
@@ -116,7 +117,9 @@ def read_sentence_transformers_config(folder: str | Path) -> dict:
                     out["pooling"] = "last"
                 elif cfg.get("pooling_mode_cls_token"):
                     out["pooling"] = "cls"
-                elif cfg.get("pooling_mode_mean_tokens") or cfg.get("pooling_mode_mean_sqrt_len_tokens"):
+                elif cfg.get("pooling_mode_mean_tokens") or cfg.get(
+                    "pooling_mode_mean_sqrt_len_tokens"
+                ):
                     out["pooling"] = "mean"
                 elif cfg.get("pooling_mode_max_tokens"):
                     out["pooling"] = "max"

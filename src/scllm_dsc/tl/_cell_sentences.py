@@ -72,11 +72,14 @@ def cell_sentences(
     ``rank_by="expression"`` (default) is the original Cell2Sentence order: the sentence
     reads as the cell's most abundant transcripts, which is what ``obs["cell_sentence"]``
     promises to users and to language models trained on Cell2Sentence text.
-    ``rank_by="specificity"`` ranks genes by library-size-normalised expression divided by
-    the gene's mean over the dataset, so ubiquitous ribosomal and housekeeping genes give way
-    to genes characteristic of the cell. On our benchmark (``benchmarks/semantic_view.py``,
-    5-fold 15-NN accuracy of the embedded sentence) ... see the measurements in the
-    package documentation.
+    ``rank_by="specificity"`` ranks genes by their log-normalised expression divided by the
+    gene's mean over the dataset, so ubiquitous ribosomal and housekeeping genes give way to
+    genes characteristic of the cell (in practice: rare genes detected with one or two
+    counts). Measured with ``benchmarks/semantic_view.py`` (5-fold 15-NN accuracy of
+    ``obs["cell_type"]`` on the embedded sentences, all-MiniLM-L6-v2, 600 cells each),
+    expression order is clearly better: Zheng sorted PBMC 0.78 vs 0.36, Kang PBMC 0.88 vs
+    0.66, Baron pancreas see the benchmark. Sampling noise of low counts decides the
+    specificity order, so it stays an option and ``"expression"`` is the default.
 
     Parameters
     ----------
@@ -144,7 +147,8 @@ def cell_sentences(
             emb[nonempty] = enc.encode_long(todo)
         emb = l2_normalize(emb).astype(np.float32)
         if (~nonempty).any():
-            logg.warning(f"{int((~nonempty).sum())} cells express no gene; their embedding is zero.")
+            n_empty = int((~nonempty).sum())
+            logg.warning(f"{n_empty} cells express no gene; their embedding is zero.")
         params.update(
             model=enc.name, pooling=enc.pooling, max_length=enc.max_length, dim=int(enc.dim)
         )

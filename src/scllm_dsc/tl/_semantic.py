@@ -24,7 +24,9 @@ def gene_names(adata, gene_symbols: str | None = None) -> np.ndarray:
         )
     col = adata.var[gene_symbols]
     names = col.astype(object).where(col.notna(), None)
-    return np.asarray([str(n) if n is not None else str(v) for n, v in zip(names, adata.var_names, strict=True)])
+    return np.asarray(
+        [str(n) if n is not None else str(v) for n, v in zip(names, adata.var_names, strict=True)]
+    )
 
 
 def strip_r_suffix(symbols) -> np.ndarray:
