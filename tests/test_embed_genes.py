@@ -69,14 +69,15 @@ def test_keys_shapes_dtypes(bert_dir):
     p = a.uns[Key.GENE_TEXT]["params"]
     assert p["species"] == "human" and p["n_found"] == 7 and p["coverage"] == pytest.approx(7 / 8)
     assert p["matched_by"]["unmatched"] == 1 and p["matched_by"]["symbol"] == 7
-    assert p["center"] and p["n_remove_pcs"] == 1 and p["idf"] and p["n_top_genes"] == 2048
+    assert not p["center"] and p["n_remove_pcs"] == 0 and not p["idf"]
+    assert p["n_top_genes"] == 2048
     assert 0 < p["coverage_expressed"] <= 1
     assert (a.X != X0).nnz == 0
 
 
 def test_path1_plain_equals_manual(bert_dir):
     a = toy()
-    run(a, bert_dir, center=False, n_remove_pcs=0, idf=False, n_top_genes=3)
+    run(a, bert_dir, n_top_genes=3)  # defaults: plain weights, no processing
     G = a.varm[Key.GENE_TEXT]
     found = a.var[Key.GENE_TEXT_FOUND].to_numpy()
     X = a.X.toarray().astype(np.float64)
@@ -109,14 +110,16 @@ def test_processing_removes_common_direction():
 
 def test_dense_sparse_backed_view_agree(bert_dir, tmp_path):
     ref = toy()
-    run(ref, bert_dir)
+    run(ref, bert_dir, center=True, n_remove_pcs=1, idf=True)
     Z = ref.obsm[Key.X_GENE_TEXT]
+    p = ref.uns[Key.GENE_TEXT]["params"]
+    assert p["center"] and p["n_remove_pcs"] == 1 and p["idf"] and "removed_energy" in p
     d = toy(sparse_x=False)
-    run(d, bert_dir)
+    run(d, bert_dir, center=True, n_remove_pcs=1, idf=True)
     np.testing.assert_allclose(d.obsm[Key.X_GENE_TEXT], Z, atol=1e-6)
     toy().write_h5ad(tmp_path / "t.h5ad")
     b = ad.read_h5ad(tmp_path / "t.h5ad", backed="r")
-    run(b, bert_dir)
+    run(b, bert_dir, center=True, n_remove_pcs=1, idf=True)
     np.testing.assert_allclose(b.obsm[Key.X_GENE_TEXT], Z, atol=1e-6)
     # a view of the first 10 cells: same gene vectors; IDF comes from the view's own cells
     v = toy()[:10]
@@ -124,7 +127,7 @@ def test_dense_sparse_backed_view_agree(bert_dir, tmp_path):
     np.testing.assert_array_equal(v.varm[Key.GENE_TEXT], ref.varm[Key.GENE_TEXT])
     # determinism
     again = toy()
-    run(again, bert_dir)
+    run(again, bert_dir, center=True, n_remove_pcs=1, idf=True)
     np.testing.assert_array_equal(again.obsm[Key.X_GENE_TEXT], Z)
 
 
