@@ -30,13 +30,15 @@ _NN_W = "_scllm_dsc_nn_weights"
 _INDICES = "_indices"
 
 
-def default_epochs(n_obs: int) -> int:
-    """Total epochs (pre-training + joint) for ``n_obs`` cells.
+def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 1000) -> int:
+    """Total epochs (pre-training + joint) for ``n_obs`` cells: about ``n_steps`` optimiser
+    steps, clipped to [20, 200] epochs.
 
-    About 60 000 / n_obs * 10 steps-worth, clipped to [40, 200]: small data gets more passes,
-    large data fewer (each epoch already holds many mini-batches).
+    Small data gets more passes, large data fewer (each epoch already holds many mini-batches),
+    so run time grows slowly with the number of cells.
     """
-    return int(np.clip(round(600_000 / max(n_obs, 1) / 10), 40, 200))
+    steps_per_epoch = max(1, n_obs // max(batch_size, 1))
+    return int(np.clip(round(n_steps / steps_per_epoch), 20, 200))
 
 
 def prepare_structural_view(
@@ -134,8 +136,8 @@ class SCLLMDSC(BaseModelClass):
         adata: AnnData,
         n_clusters: int | None = None,
         n_latent: int = 32,
-        n_hidden: int = 256,
-        semantic_weight: float = 0.5,
+        n_hidden: int = 128,
+        semantic_weight: float = 0.3,
         path_weight: float = 0.5,
         target: Literal["sinkhorn", "dec"] = "sinkhorn",
         resolution: float = 1.0,
@@ -367,7 +369,9 @@ class SCLLMDSC(BaseModelClass):
         if random_state is not None:
             scvi.settings.seed = int(random_state)
         self._random_state = 0 if random_state is None else int(random_state)
-        max_epochs = default_epochs(n) if max_epochs is None else int(max_epochs)
+        max_epochs = (
+            default_epochs(n, batch_size or n) if max_epochs is None else int(max_epochs)
+        )
         pretrain_epochs = max_epochs // 2 if pretrain_epochs is None else int(pretrain_epochs)
         if not 0 <= pretrain_epochs <= max_epochs or max_epochs < 1:
             raise ValueError(

@@ -16,6 +16,7 @@ from ..nn import (
     ProjectionHead,
     infonce,
     kl_target,
+    nb_nll,
     ncut_loss,
     orthogonality,
     student_t_q,
@@ -42,8 +43,8 @@ class SCLLMDSCModule(BaseModuleClass):
     decoder reconstructs the counts; a normalised-cut loss over each cell's graph edges and a
     soft orthogonality penalty shape ``z_feat``. Semantic view: ``Z_text = w z1 + (1 - w) z2``
     (both L2-normalised). Two projection heads map both views to a shared space, aligned by
-    symmetric InfoNCE plus a VICReg variance term. The fused latent is
-    ``(1 - a) h_feat + a h_text``; a Student-t clustering head on it is trained towards a
+    symmetric InfoNCE plus a VICReg variance term. The fused latent is the weighted
+    concatenation ``[sqrt(1 - a) z_feat/|z_feat|, sqrt(a) h_text]``; a Student-t clustering head on it is trained towards a
     target ``P`` (Sinkhorn OT or DEC) set from outside (see ``set_target``).
 
     Parameters
@@ -72,6 +73,14 @@ class SCLLMDSCModule(BaseModuleClass):
         Loss weights (paper: 0.3, 0.15, 0.32, 0.3).
     ortho_weight
         Weight of the orthogonality penalty inside the cut term.
+    alpha
+        Degrees of freedom of the Student-t kernel.
+    q_scale
+        Distances are multiplied by this before the Student-t kernel (default
+        ``sqrt(n_latent) / 2``), since the latent is L2-bounded.
+    align_structural
+        Let the alignment loss reach the structural encoder (default ``False``: the heads are
+        trained by InfoNCE, the structural latent by reconstruction, cut and clustering).
     """
 
     def __init__(
@@ -87,11 +96,13 @@ class SCLLMDSCModule(BaseModuleClass):
         tau: float = 0.1,
         var_weight: float = 0.01,
         w_recon: float = 0.3,
-        w_cut: float = 0.15,
+        w_cut: float = 0.0,
         w_kl: float = 0.32,
         w_align: float = 0.3,
         ortho_weight: float = 1.0,
         alpha: float = 1.0,
+        q_scale: float | None = None,
+        align_structural: bool = False,
     ):
         super().__init__()
         self.n_genes, self.n_features, self.n_text = n_genes, n_features, n_text
@@ -99,14 +110,19 @@ class SCLLMDSCModule(BaseModuleClass):
         self.tau, self.var_weight, self.alpha = tau, var_weight, alpha
         self.w_recon, self.w_cut, self.w_kl, self.w_align = w_recon, w_cut, w_kl, w_align
         self.ortho_weight = ortho_weight
+        # the latent lives on (or inside) the unit sphere; distances are scaled for the
+        # Student-t kernel so that assignments are not uniformly flat
+        self.q_scale = float(q_scale) if q_scale is not None else n_latent**0.5 / 2
         self.use_semantic = n_text > 0
+        self.align_structural = align_structural
 
         self.encoder = MLP(n_features, n_latent, n_hidden=n_hidden)
         self.decoder = NBDecoder(n_latent, n_genes, n_hidden=n_hidden)
         if self.use_semantic:
             self.head_feat = ProjectionHead(n_latent, n_latent)
             self.head_text = ProjectionHead(n_text, n_latent)
-        self.centers = nn.Parameter(torch.zeros(n_clusters, n_latent), requires_grad=n_clusters > 0)
+        n_fused = 2 * n_latent if n_text > 0 else n_latent
+        self.centers = nn.Parameter(torch.zeros(n_clusters, n_fused), requires_grad=n_clusters > 0)
         # set from outside: all cells' propagated features (for neighbours in the cut loss)
         # and the clustering target P; neither is saved with the model.
         self.register_buffer("graph_features", torch.zeros(0, n_features), persistent=False)
@@ -151,21 +167,31 @@ class SCLLMDSCModule(BaseModuleClass):
             ) * F.normalize(text2, dim=-1)
         return F.normalize(parts[0], dim=-1)
 
+    @property
+    def n_fused(self) -> int:
+        """Width of the fused latent."""
+        return 2 * self.n_latent if self.use_semantic else self.n_latent
+
     @auto_move_data
     def inference(self, features, text1=None, text2=None) -> dict[str, torch.Tensor]:
         z_feat = self.encoder(features)
         zn = F.normalize(z_feat, dim=-1)
         out = {"z_feat": z_feat, "z_feat_norm": zn}
         if self.use_semantic:
-            h_feat = self.head_feat(z_feat)
+            # the alignment shapes the structural encoder only if asked (align_structural);
+            # by default it trains the projection heads and the structure stays expression-led
+            z_in = z_feat if self.align_structural else z_feat.detach()
+            h_feat = self.head_feat(z_in)
             h_text = self.head_text(self.fuse_text(text1, text2))
-            z = (1.0 - self.semantic_weight) * h_feat + self.semantic_weight * h_text
+            a = self.semantic_weight
+            # weighted concatenation: squared distances add up as (1-a) d_struct^2 + a d_text^2
+            z = torch.cat([(1.0 - a) ** 0.5 * zn, a**0.5 * h_text], dim=-1)
             out.update(h_feat=h_feat, h_text=h_text)
         else:
             z = zn
         out["z"] = z
         if self.n_clusters > 0:
-            out["q"] = student_t_q(z, self.centers, self.alpha)
+            out["q"] = student_t_q(z * self.q_scale, self.centers * self.q_scale, self.alpha)
         return out
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
@@ -178,16 +204,14 @@ class SCLLMDSCModule(BaseModuleClass):
         return {"mu": mu, "theta": theta}
 
     def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
-        from scvi.distributions import NegativeBinomial
-
         x = tensors[TENSOR_KEYS.X]
         dev = x.device
         mu, theta = generative_outputs["mu"], generative_outputs["theta"]
-        nll = -NegativeBinomial(mu=mu, theta=theta).log_prob(x)  # cells x genes
+        nll = nb_nll(x, mu, theta)  # cells x genes, without the constant lgamma(x + 1)
         recon = nll.mean()  # per gene and cell, so magnitudes are comparable
 
         zn = inference_outputs["z_feat_norm"]
-        if self.graph_features.shape[0] > 0:
+        if self.graph_features.shape[0] > 0 and self.w_cut > 0:
             nn_idx = tensors[TENSOR_KEYS.NN_IDX].long()
             nn_w = tensors[TENSOR_KEYS.NN_W].float()
             b, k = nn_idx.shape

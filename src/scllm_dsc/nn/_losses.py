@@ -72,13 +72,15 @@ def sinkhorn_target(
     """Optimal-transport target: Sinkhorn-Knopp on ``q**power``.
 
     Row marginals are 1 (each cell's target is a distribution); column marginals are the
-    current soft cluster sizes ``sum_i q_ij`` (floored at ``min_size`` of the mean size so no
-    cluster can vanish). Computed in log space for stability.
+    current cluster sizes (cells whose largest ``q`` is cluster ``j``; floored at
+    ``min_size`` of the mean size so no cluster can vanish). Hard sizes are used because soft
+    column sums of a flat ``Q`` are nearly uniform and would force equal-sized clusters.
+    Computed in log space for stability.
     """
     n, k = q.shape
     log_k = power * torch.log(q.clamp_min(1e-30))
-    sizes = q.sum(0)
-    sizes = sizes.clamp_min(min_size * n / k)
+    sizes = torch.bincount(q.argmax(1), minlength=k).to(q.dtype)
+    sizes = sizes.clamp_min(max(min_size * n / k, 1.0))
     log_c = torch.log(sizes / sizes.sum() * n)
     log_r = torch.zeros(n, dtype=q.dtype, device=q.device)
     u = torch.zeros(n, dtype=q.dtype, device=q.device)
@@ -94,3 +96,19 @@ def sinkhorn_target(
 def kl_target(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """``KL(P || Q)`` averaged over cells, with ``log Q`` as the input (not ``Q``)."""
     return F.kl_div(torch.log(q.clamp_min(1e-12)), p, reduction="batchmean")
+
+
+def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative binomial negative log-likelihood per entry, up to the constant ``lgamma(x+1)``.
+
+    ``theta`` (genes,) is the inverse dispersion. The ``lgamma`` terms vanish where ``x == 0``
+    and are evaluated on the non-zero entries only (scRNA-seq counts are mostly zeros).
+    """
+    theta = theta.unsqueeze(0).expand_as(mu)
+    log_theta_mu = torch.log(theta + mu + eps)
+    ll = theta * (torch.log(theta + eps) - log_theta_mu) + x * (torch.log(mu + eps) - log_theta_mu)
+    nz = x > 0
+    if nz.any():
+        xt, tt = x[nz], theta[nz]
+        ll = ll.masked_scatter(nz, ll[nz] + torch.lgamma(xt + tt) - torch.lgamma(tt))
+    return -ll
