@@ -403,6 +403,7 @@ class SCLLMDSC(BaseModelClass):
             self._init_clusters()
             joint = max_epochs - pretrain_epochs
             if joint > 0:
+                self.module.train()
                 self.module.clustering = True
                 self._run_phase(
                     joint,
