@@ -70,7 +70,11 @@ class SCLLMDSCModule(BaseModuleClass):
     var_weight
         Weight of the variance regulariser inside the alignment term.
     w_recon, w_cut, w_kl, w_align
-        Loss weights (paper: 0.3, 0.15, 0.32, 0.3).
+        Loss weights (paper: 0.3, 0.15, 0.32, 0.3). ``w_cut`` defaults to 0: on Zheng sorted
+        PBMC the cut loss lowered k-means ARI of the pre-trained latent from 0.74 to 0.69
+        (weight 0.005), 0.52 (0.03) and 0.52 (0.15); the encoder is graph-guided through the
+        propagated input features either way. With ``w_cut > 0`` each cell's graph
+        neighbours are encoded and the normalised cut over those edges is added.
     ortho_weight
         Weight of the orthogonality penalty inside the cut term.
     alpha
