@@ -73,7 +73,10 @@ def scanpy_baseline(adata, k: int, seed: int) -> np.ndarray:
     sc.pp.highly_variable_genes(a, n_top_genes=min(2000, a.n_vars), flavor="seurat")
     a = a[:, a.var["highly_variable"]].copy()
     sc.pp.pca(a, n_comps=min(50, a.n_vars - 1), random_state=seed)
-    sc.pp.neighbors(a, n_neighbors=15, random_state=seed)
+    # scanpy's pynndescent path breaks on scipy >= 1.15 above 4096 cells; same search, CSR out
+    from scllm_dsc.graph import neighbors
+
+    neighbors(a, n_neighbors=15, use_rep="X_pca", random_state=seed)
     return leiden_k(a, k, seed)
 
 

@@ -69,3 +69,19 @@ def test_neighbor_table_pads_with_self():
     np.testing.assert_array_equal(idx[0], [1, 2])
     np.testing.assert_allclose(w[0], [2, 1])
     assert idx[1, 0] == 0 and idx[1, 1] == 1 and w[1, 1] == 0
+
+
+def test_knn_transformer_returns_csr_matrix():
+    """scanpy's own pynndescent path fails above 4096 cells with scipy >= 1.15."""
+    import anndata as ad
+    import scanpy as sc
+
+    import scllm_dsc as sd
+
+    X = np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32)
+    D = sd.graph.knn_transformer(10, 0).fit_transform(X)
+    assert isinstance(D, sparse.csr_matrix) and D.shape == (200, 200)
+    a = ad.AnnData(np.zeros((200, 0), dtype=np.float32))
+    a.obsm["z"] = X
+    sc.pp.neighbors(a, use_rep="z", n_neighbors=10, transformer=sd.graph.knn_transformer(10, 0))
+    assert np.all(np.diff(a.obsp["distances"].indptr) == 9)

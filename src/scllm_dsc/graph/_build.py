@@ -28,6 +28,59 @@ class CellGraph(NamedTuple):
     """Parameters, in the layout of ``adata.uns[key]["params"]`` of :func:`scanpy.pp.neighbors`."""
 
 
+def knn_transformer(n_neighbors: int, random_state: int = 0):
+    """A kNN transformer for :func:`scanpy.pp.neighbors` (``transformer=``) returning CSR.
+
+    Approximate (pynndescent) search whose output is converted to ``scipy.sparse.csr_matrix``:
+    scanpy 1.11's own pynndescent path hands back a ``csr_array`` that it then cannot read
+    with scipy >= 1.15 (``'csr_array' object has no attribute 'getnnz'``) for more than 4096
+    cells. Memory stays linear in the number of cells.
+    """
+    from pynndescent import PyNNDescentTransformer
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    class _CSRNNDescent(TransformerMixin, BaseEstimator):
+        def __init__(self, n_neighbors: int = 15, random_state: int = 0):
+            self.n_neighbors = n_neighbors
+            self.random_state = random_state
+
+        def _inner(self):
+            return PyNNDescentTransformer(
+                n_neighbors=self.n_neighbors, random_state=self.random_state, n_jobs=1
+            )
+
+        def fit(self, X, y=None):
+            self.inner_ = self._inner().fit(X)
+            return self
+
+        def transform(self, X):
+            return sparse.csr_matrix(self.inner_.transform(X))
+
+        def fit_transform(self, X, y=None):
+            self.inner_ = self._inner()
+            return sparse.csr_matrix(self.inner_.fit_transform(X))
+
+    return _CSRNNDescent(n_neighbors=n_neighbors, random_state=random_state)
+
+
+def neighbors(adata, n_neighbors: int, use_rep: str, random_state: int = 0, **kwargs) -> None:
+    """:func:`scanpy.pp.neighbors` that works on any size (see :func:`knn_transformer`).
+
+    Exact search below 4096 cells (scanpy's default), pynndescent above.
+    """
+    import scanpy as sc
+
+    transformer = None if adata.n_obs < 4096 else knn_transformer(n_neighbors, random_state)
+    sc.pp.neighbors(
+        adata,
+        n_neighbors=n_neighbors,
+        use_rep=use_rep,
+        random_state=random_state,
+        transformer=transformer,
+        **kwargs,
+    )
+
+
 def build_graph(
     adata: AnnData,
     layer: str | None = None,
@@ -91,7 +144,7 @@ def build_graph(
     n_comps = int(min(n_pcs, tmp.n_obs - 1, tmp.n_vars - 1))
     sc.pp.pca(tmp, n_comps=n_comps, random_state=random_state)
     k = int(min(n_neighbors, n_obs - 1))
-    sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
+    neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
     params = {
         "n_neighbors": k,
         "method": "umap",

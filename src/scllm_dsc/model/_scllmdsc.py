@@ -30,7 +30,7 @@ _NN_W = "_scllm_dsc_nn_weights"
 _INDICES = "_indices"
 
 
-def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 1000) -> int:
+def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 600) -> int:
     """Total epochs (pre-training + joint) for ``n_obs`` cells: about ``n_steps`` optimiser
     steps, clipped to [20, 200] epochs.
 
@@ -529,7 +529,9 @@ def _leiden_labels(z: np.ndarray, resolution: float, random_state: int) -> np.nd
 
     tmp = ad.AnnData(np.zeros((z.shape[0], 0), dtype=np.float32))
     tmp.obsm["X_z"] = np.asarray(z, dtype=np.float32)
-    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=15, random_state=random_state)
+    from ..graph import neighbors
+
+    neighbors(tmp, n_neighbors=15, use_rep="X_z", random_state=random_state)
     sc.tl.leiden(
         tmp,
         resolution=resolution,
