@@ -66,11 +66,14 @@ def knn_transformer(n_neighbors: int, random_state: int = 0):
 def neighbors(adata, n_neighbors: int, use_rep: str, random_state: int = 0, **kwargs) -> None:
     """:func:`scanpy.pp.neighbors` that works on any size (see :func:`knn_transformer`).
 
-    Exact search below 4096 cells (scanpy's default), pynndescent above.
+    Exact search below 8192 cells (scanpy's own default for Euclidean distances), pynndescent
+    above; in both cases ``obsp["distances"]`` holds the ``n_neighbors - 1`` nearest other
+    cells per row, as scanpy's exact path does.
     """
     import scanpy as sc
 
-    transformer = None if adata.n_obs < 4096 else knn_transformer(n_neighbors, random_state)
+    big = adata.n_obs >= 8192
+    transformer = knn_transformer(n_neighbors, random_state) if big else None
     sc.pp.neighbors(
         adata,
         n_neighbors=n_neighbors,
@@ -78,6 +81,25 @@ def neighbors(adata, n_neighbors: int, use_rep: str, random_state: int = 0, **kw
         random_state=random_state,
         transformer=transformer,
         **kwargs,
+    )
+    if big:
+        key = kwargs.get("key_added")
+        dkey = f"{key}_distances" if key else "distances"
+        adata.obsp[dkey] = _keep_nearest(adata.obsp[dkey], n_neighbors - 1)
+
+
+def _keep_nearest(D, k: int) -> sparse.csr_matrix:
+    """Drop self edges and keep the ``k`` smallest distances of each row (ties by column)."""
+    D = sparse.coo_matrix(D)
+    off = D.row != D.col
+    rows, cols, vals = D.row[off], D.col[off], D.data[off]
+    order = np.lexsort((cols, vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(D.shape[0]))
+    rank = np.arange(rows.size) - starts[rows]
+    keep = rank < k
+    return sparse.csr_matrix(
+        (vals[keep].astype(np.float32), (rows[keep], cols[keep])), shape=D.shape
     )
 
 
