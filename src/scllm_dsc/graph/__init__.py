@@ -1,1 +1,14 @@
-"""graph."""
+"""Sparse cell graphs and graph propagation of features (structural view)."""
+
+from ._build import CellGraph, build_graph, knn_transformer, neighbor_table, neighbors
+from ._propagate import normalized_adjacency, propagate
+
+__all__ = [
+    "CellGraph",
+    "build_graph",
+    "knn_transformer",
+    "neighbor_table",
+    "neighbors",
+    "normalized_adjacency",
+    "propagate",
+]

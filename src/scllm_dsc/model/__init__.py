@@ -1,5 +1,6 @@
 """The scvi-tools style model."""
 
-from ._scllmdsc import SCLLMDSC
+from ._scllmdsc import SCLLMDSC, default_epochs, prepare_structural_view
+from ._trainingplan import SCLLMDSCTrainingPlan
 
-__all__ = ["SCLLMDSC"]
+__all__ = ["SCLLMDSC", "SCLLMDSCTrainingPlan", "default_epochs", "prepare_structural_view"]

@@ -1,2 +1,543 @@
-class SCLLMDSC:  # placeholder, replaced by the implementation
-    pass
+"""The scvi-tools style scLLM-DSC model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField, NumericalObsField, ObsmField
+from scvi.dataloaders import DataSplitter
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from .._constants import Key
+from ..module import TENSOR_KEYS, SCLLMDSCModule
+from ._trainingplan import SCLLMDSCTrainingPlan
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+_FEATURES = "_scllm_dsc_features"
+_NN_IDX = "_scllm_dsc_nn_indices"
+_NN_W = "_scllm_dsc_nn_weights"
+_INDICES = "_indices"
+
+
+def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 600) -> int:
+    """Total epochs (pre-training + joint) for ``n_obs`` cells: about ``n_steps`` optimiser
+    steps, clipped to [20, 200] epochs.
+
+    Small data gets more passes, large data fewer (each epoch already holds many mini-batches),
+    so run time grows slowly with the number of cells.
+    """
+    steps_per_epoch = max(1, n_obs // max(batch_size, 1))
+    return int(np.clip(round(n_steps / steps_per_epoch), 20, 200))
+
+
+def prepare_structural_view(
+    adata: AnnData,
+    layer: str | None = None,
+    graph_key: str = Key.CLUSTER,
+    n_neighbors: int = 15,
+    n_pcs: int = 50,
+    n_top_genes: int = 2000,
+    n_hops: int = 2,
+    random_state: int = 0,
+) -> dict:
+    """Compute the cell graph, propagated features and neighbour table (nothing written).
+
+    Returns a dict with ``connectivities``, ``distances``, ``params`` (graph), ``pca``,
+    ``features`` (cells x n_pcs*(n_hops+1)), ``nn_indices``, ``nn_weights`` (cells x
+    n_neighbors-1), ``highly_variable``.
+    """
+    from ..graph import build_graph, neighbor_table, propagate
+
+    g = build_graph(
+        adata,
+        layer,
+        n_neighbors=n_neighbors,
+        n_pcs=n_pcs,
+        n_top_genes=n_top_genes,
+        random_state=random_state,
+    )
+    conn = g.connectivities
+    scale = float(np.std(g.pca)) or 1.0
+    feats = propagate(g.pca / scale, conn, n_hops=n_hops).astype(np.float32)
+    k = max(1, g.params["n_neighbors"] - 1)
+    idx, w = neighbor_table(conn, k)
+    return {
+        "connectivities": conn,
+        "distances": g.distances,
+        "params": g.params,
+        "pca": g.pca,
+        "features": feats,
+        "nn_indices": idx.astype(np.float32),
+        "nn_weights": w,
+        "highly_variable": g.highly_variable,
+    }
+
+
+class SCLLMDSC(BaseModelClass):
+    """LLM-knowledge enhanced cross-modal deep structural clustering (scLLM-DSC).
+
+    Structural view: an encoder over SGC/SIGN-propagated PCA features of a sparse kNN graph,
+    an NB reconstruction of the counts and a normalised-cut loss over the graph's edges.
+    Semantic view: the language-model cell embeddings (Path 1, ``X_gene_text``; Path 2,
+    ``X_cell_sentence``). Both are aligned by projection heads with symmetric InfoNCE; a
+    Student-t clustering head on the fused latent is trained towards an optimal-transport
+    (Sinkhorn) or DEC target after a pre-training phase. Training is mini-batch, so memory
+    grows linearly with the number of cells.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_clusters
+        Number of clusters. ``None`` estimates it label-free with Leiden on the pre-trained
+        fused latent (at ``resolution``).
+    n_latent
+        Width of the structural latent and the shared projection space.
+    n_hidden
+        Hidden width of encoder and decoder.
+    semantic_weight
+        Weight of the semantic head in the fused latent (ignored without semantic view).
+    path_weight
+        Weight of Path 1 in ``Z_text = w z1 + (1 - w) z2``.
+    target
+        Clustering target: ``"sinkhorn"`` (optimal transport on Q^5, default) or ``"dec"``.
+    resolution
+        Leiden resolution used when ``n_clusters`` is ``None``.
+    **module_kwargs
+        Passed to :class:`~scllm_dsc.module.SCLLMDSCModule` (loss weights, ``tau``...).
+
+    Examples
+    --------
+    >>> sd.model.SCLLMDSC.setup_anndata(adata, layer="counts")
+    >>> model = sd.model.SCLLMDSC(adata, n_clusters=8)
+    >>> model.train()
+    >>> adata.obsm["X_scllm_dsc"] = model.get_latent_representation()
+    >>> adata.obs["scllm_dsc"] = model.predict().astype(str)
+    """
+
+    _module_cls = SCLLMDSCModule
+    _training_plan_cls = SCLLMDSCTrainingPlan
+    _data_splitter_cls = DataSplitter
+    _train_runner_cls = TrainRunner
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_clusters: int | None = None,
+        n_latent: int = 32,
+        n_hidden: int = 128,
+        semantic_weight: float = 0.3,
+        path_weight: float = 0.5,
+        target: Literal["sinkhorn", "dec"] = "sinkhorn",
+        resolution: float = 1.0,
+        **module_kwargs,
+    ):
+        super().__init__(adata)
+        if n_clusters is not None and int(n_clusters) < 2:
+            raise ValueError(f"`n_clusters` must be >= 2 or None, got {n_clusters}.")
+        if target not in ("sinkhorn", "dec"):
+            raise ValueError(f"`target` must be 'sinkhorn' or 'dec', got {target!r}.")
+        n_features = self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES).shape[1]
+        n_text = 0
+        reg = self.adata_manager.data_registry
+        if TENSOR_KEYS.TEXT_1 in reg:
+            n_text = self.adata_manager.get_from_registry(TENSOR_KEYS.TEXT_1).shape[1]
+            if TENSOR_KEYS.TEXT_2 in reg:
+                n2 = self.adata_manager.get_from_registry(TENSOR_KEYS.TEXT_2).shape[1]
+                if n2 != n_text:
+                    raise ValueError(
+                        f"The two semantic embeddings have different widths ({n_text} vs {n2}); "
+                        "compute both paths with the same text model."
+                    )
+        self.n_clusters = None if n_clusters is None else int(n_clusters)
+        self.target_kind = target
+        self.resolution = resolution
+        self.module = self._module_cls(
+            n_genes=self.summary_stats.n_vars,
+            n_features=n_features,
+            n_text=n_text,
+            n_clusters=self.n_clusters or 0,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            semantic_weight=semantic_weight,
+            path_weight=path_weight,
+            **module_kwargs,
+        )
+        self._model_summary_string = (
+            f"SCLLMDSC: n_clusters={n_clusters}, n_latent={n_latent}, "
+            f"semantic={'yes' if n_text else 'no'} (width {n_text}), target={target}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ---------------------------------------------------------------------------- setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        semantic_keys: Sequence[str] | None = (Key.X_GENE_TEXT, Key.X_CELL_SENTENCE),
+        graph_key: str = Key.CLUSTER,
+        n_neighbors: int = 15,
+        n_pcs: int = 50,
+        n_top_genes: int = 2000,
+        n_hops: int = 2,
+        random_state: int = 0,
+        **kwargs,
+    ):
+        """Register counts, semantic embeddings and the cell graph.
+
+        If ``adata.obsp[f"{graph_key}_connectivities"]`` is absent, the sparse kNN graph is
+        built (see :func:`scllm_dsc.graph.build_graph`) and written to
+        ``adata.obsp[f"{graph_key}_connectivities"]`` / ``_distances`` and
+        ``adata.uns[graph_key]``. Graph-propagated features and a fixed-width neighbour table
+        are stored in private ``adata.obsm`` keys (``_scllm_dsc_*``) and registered.
+
+        Parameters
+        ----------
+        adata
+            Annotated data matrix with raw counts.
+        layer
+            Layer with raw counts; ``None`` uses ``adata.X``.
+        semantic_keys
+            ``adata.obsm`` keys of Path 1 and Path 2 (one or two keys), fused as
+            ``w z1 + (1 - w) z2``. ``None`` registers no semantic view (structural only).
+        graph_key
+            Prefix of the graph's ``adata.obsp`` keys.
+        n_neighbors, n_pcs, n_top_genes, n_hops
+            Graph and propagation parameters.
+        random_state
+            Seed of PCA and neighbour search.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        from scipy import sparse
+
+        semantic_keys = [semantic_keys] if isinstance(semantic_keys, str) else semantic_keys
+        semantic_keys = list(semantic_keys or [])
+        if len(semantic_keys) > 2:
+            raise ValueError("`semantic_keys` takes at most two keys (Path 1, Path 2).")
+        for key in semantic_keys:
+            if key not in adata.obsm:
+                raise KeyError(
+                    f"`adata.obsm[{key!r}]` not found. Compute the semantic view first with "
+                    "`sd.tl.embed_genes(adata)` (Path 1, 'X_gene_text') and "
+                    "`sd.tl.cell_sentences(adata)` (Path 2, 'X_cell_sentence'), or pass "
+                    "`semantic_keys=None` for the structural view alone."
+                )
+            if not np.all(np.isfinite(np.asarray(adata.obsm[key]))):
+                raise ValueError(f"`adata.obsm[{key!r}]` contains NaN or infinite values.")
+
+        conn_key = Key.connectivities(graph_key)
+        have = (
+            conn_key in adata.obsp
+            and _FEATURES in adata.obsm
+            and _NN_IDX in adata.obsm
+            and _NN_W in adata.obsm
+        )
+        if not have:
+            prep = prepare_structural_view(
+                adata, layer, graph_key, n_neighbors, n_pcs, n_top_genes, n_hops, random_state
+            )
+            if conn_key in adata.obsp:  # a graph given by the user: use it
+                from ..graph import neighbor_table, propagate
+
+                conn = sparse.csr_matrix(adata.obsp[conn_key])
+                scale = float(np.std(prep["pca"])) or 1.0
+                prep["features"] = propagate(prep["pca"] / scale, conn, n_hops).astype(np.float32)
+                k = max(1, n_neighbors - 1)
+                idx, w = neighbor_table(conn, k)
+                prep["nn_indices"], prep["nn_weights"] = idx.astype(np.float32), w
+            else:
+                adata.obsp[conn_key] = prep["connectivities"]
+                adata.obsp[Key.distances(graph_key)] = prep["distances"]
+                adata.uns[graph_key] = {
+                    "connectivities_key": conn_key,
+                    "distances_key": Key.distances(graph_key),
+                    "params": prep["params"],
+                }
+            adata.obsm[_FEATURES] = prep["features"]
+            adata.obsm[_NN_IDX] = prep["nn_indices"]
+            adata.obsm[_NN_W] = prep["nn_weights"]
+        adata.obs[_INDICES] = np.arange(adata.n_obs)
+
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            ObsmField(TENSOR_KEYS.FEATURES, _FEATURES),
+            ObsmField(TENSOR_KEYS.NN_IDX, _NN_IDX),
+            ObsmField(TENSOR_KEYS.NN_W, _NN_W),
+            NumericalObsField(REGISTRY_KEYS.INDICES_KEY, _INDICES),
+        ]
+        for reg_key, key in zip((TENSOR_KEYS.TEXT_1, TENSOR_KEYS.TEXT_2), semantic_keys):
+            fields.append(ObsmField(reg_key, key))
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # ------------------------------------------------------------------------- training
+    def _run_phase(
+        self,
+        max_epochs: int,
+        batch_size: int,
+        accelerator,
+        devices,
+        plan_kwargs: dict,
+        datasplitter_kwargs: dict,
+        refresh_target=None,
+        update_interval: int = 5,
+        **trainer_kwargs,
+    ):
+        n = self.adata.n_obs
+        ds_kwargs = {"drop_last": n > batch_size, **datasplitter_kwargs}
+        splitter = self._data_splitter_cls(
+            self.adata_manager,
+            train_size=1.0,
+            validation_size=0.0,
+            batch_size=batch_size,
+            shuffle_set_split=False,
+            **ds_kwargs,
+        )
+        plan = self._training_plan_cls(
+            self.module, refresh_target=refresh_target, update_interval=update_interval, **plan_kwargs
+        )
+        trainer_kwargs.setdefault("early_stopping", False)
+        trainer_kwargs.setdefault("enable_checkpointing", False)
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        return runner()
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        pretrain_epochs: int | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        batch_size: int | None = 256,
+        update_interval: int = 5,
+        random_state: int | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Pre-train (reconstruction, cut, alignment), initialise centres, then train jointly.
+
+        Parameters
+        ----------
+        max_epochs
+            Total epochs of both phases. ``None``: :func:`default_epochs` of the cell count.
+        pretrain_epochs
+            Epochs of the pre-training phase (default: half of ``max_epochs``).
+        accelerator, devices
+            Lightning accelerator and devices; ``"auto"`` picks CUDA when present, else CPU.
+        batch_size
+            Cells per mini-batch; ``None`` trains full-batch (small data only).
+        update_interval
+            The clustering target is recomputed over all cells every ``update_interval``
+            epochs of the joint phase.
+        random_state
+            Seed of torch, numpy and the centre initialisation.
+        plan_kwargs
+            Passed to :class:`~scllm_dsc.model.SCLLMDSCTrainingPlan` (``lr``...).
+        datasplitter_kwargs
+            Passed to :class:`scvi.dataloaders.DataSplitter`.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer`.
+
+        Notes
+        -----
+        Stopping never looks at labels: the model of the final epoch is kept.
+        """
+        import scvi
+
+        n = self.adata.n_obs
+        if random_state is not None:
+            scvi.settings.seed = int(random_state)
+        self._random_state = 0 if random_state is None else int(random_state)
+        max_epochs = (
+            default_epochs(n, batch_size or n) if max_epochs is None else int(max_epochs)
+        )
+        pretrain_epochs = max_epochs // 2 if pretrain_epochs is None else int(pretrain_epochs)
+        if not 0 <= pretrain_epochs <= max_epochs or max_epochs < 1:
+            raise ValueError(
+                f"Need 1 <= max_epochs and 0 <= pretrain_epochs <= max_epochs, got "
+                f"max_epochs={max_epochs}, pretrain_epochs={pretrain_epochs}."
+            )
+        batch_size = n if batch_size is None else int(min(batch_size, n))
+        plan_kwargs = dict(plan_kwargs or {})
+        datasplitter_kwargs = dict(datasplitter_kwargs or {})
+        trainer_kwargs.setdefault("enable_progress_bar", scvi.settings.verbosity <= logging.INFO)
+        common = dict(
+            batch_size=batch_size,
+            accelerator=accelerator,
+            devices=devices,
+            plan_kwargs=plan_kwargs,
+            datasplitter_kwargs=datasplitter_kwargs,
+            **trainer_kwargs,
+        )
+        feats = torch.as_tensor(
+            np.asarray(self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES)),
+            dtype=torch.float32,
+        )
+        self.module.set_graph_features(feats)
+        try:
+            self.module.clustering = False
+            self.module.set_target(None)
+            if pretrain_epochs > 0:
+                self._run_phase(pretrain_epochs, **common)
+            self._init_clusters()
+            joint = max_epochs - pretrain_epochs
+            if joint > 0:
+                self.module.train()
+                self.module.clustering = True
+                self._run_phase(
+                    joint,
+                    refresh_target=self._refresh_target,
+                    update_interval=update_interval,
+                    **common,
+                )
+        finally:
+            self.module.clustering = False
+            self.module.set_target(None)
+            self.module.graph_features = torch.zeros(0, feats.shape[1])
+        self.is_trained_ = True
+        self.module.eval()
+
+    def _init_clusters(self) -> None:
+        """Centres from k-means (``n_clusters`` given) or Leiden on the fused latent."""
+        z = self.get_latent_representation()
+        rs = getattr(self, "_random_state", 0)
+        if self.n_clusters is not None:
+            from sklearn.cluster import KMeans
+
+            km = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=rs).fit(z)
+            centers = km.cluster_centers_
+        else:
+            labels = _leiden_labels(z, self.resolution, rs)
+            k = int(labels.max()) + 1
+            if k < 2:
+                raise RuntimeError(
+                    "Leiden found a single cluster on the pre-trained latent; increase "
+                    "`resolution` or pass `n_clusters`."
+                )
+            centers = np.stack([z[labels == j].mean(0) for j in range(k)])
+            self.n_clusters = k
+            self.init_params_["non_kwargs"]["n_clusters"] = k
+        self.module.init_centers(torch.as_tensor(centers, dtype=torch.float32))
+
+    @torch.no_grad()
+    def _refresh_target(self) -> None:
+        """Recompute the target P over all cells (in chunks) from the current Q."""
+        from ..nn import dec_target, sinkhorn_target
+
+        q = torch.as_tensor(self._soft_assignments(self.adata, batch_size=4096))
+        q = q.double()
+        p = sinkhorn_target(q) if self.target_kind == "sinkhorn" else dec_target(q)
+        self.module.set_target(p.float())
+
+    # ----------------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def _collect(self, adata, indices, batch_size, fn) -> np.ndarray:
+        adata = self._validate_anndata(adata)
+        dl = self._make_data_loader(
+            adata=adata, indices=indices, batch_size=batch_size or 1024, shuffle=False
+        )
+        out = []
+        for tensors in dl:
+            inf = self.module.inference(**self.module._get_inference_input(tensors))
+            out.append(fn(inf).detach().cpu())
+        return torch.cat(out).numpy()
+
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        representation: Literal["fused", "structural", "semantic"] = "fused",
+    ) -> np.ndarray:
+        """Latent representation of each cell.
+
+        Parameters
+        ----------
+        adata
+            AnnData registered with :meth:`setup_anndata` (default: the model's).
+        indices
+            Cells to use (default: all).
+        batch_size
+            Cells per forward pass.
+        representation
+            ``"fused"`` (clustered latent), ``"structural"`` (``z_feat``) or ``"semantic"``
+            (projected ``Z_text``).
+        """
+        if representation == "fused":
+            key = "z"
+        elif representation == "structural":
+            key = "z_feat"
+        elif representation == "semantic":
+            if not self.module.use_semantic:
+                raise ValueError("This model has no semantic view (set up without semantic keys).")
+            key = "h_text"
+        else:
+            raise ValueError(
+                f"`representation` must be 'fused', 'structural' or 'semantic', got "
+                f"{representation!r}."
+            )
+        return self._collect(adata, indices, batch_size, lambda inf: inf[key])
+
+    def _soft_assignments(self, adata=None, indices=None, batch_size=None) -> np.ndarray:
+        if self.module.n_clusters == 0:
+            raise RuntimeError("The clustering head is not initialised; call `train()` first.")
+        return self._collect(adata, indices, batch_size, lambda inf: inf["q"])
+
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        soft: bool = False,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Cluster assignments.
+
+        Returns
+        -------
+        ``soft=False``: integer labels (cells,); ``soft=True``: Student-t soft assignments
+        (cells x n_clusters, rows sum to 1).
+        """
+        self._check_if_trained(warn=False)
+        q = self._soft_assignments(adata, indices, batch_size)
+        return q if soft else q.argmax(1)
+
+
+def _leiden_labels(z: np.ndarray, resolution: float, random_state: int) -> np.ndarray:
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(np.zeros((z.shape[0], 0), dtype=np.float32))
+    tmp.obsm["X_z"] = np.asarray(z, dtype=np.float32)
+    from ..graph import neighbors
+
+    neighbors(tmp, n_neighbors=15, use_rep="X_z", random_state=random_state)
+    sc.tl.leiden(
+        tmp,
+        resolution=resolution,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=random_state,
+    )
+    return tmp.obs["leiden"].astype(int).to_numpy()

@@ -1,2 +1,296 @@
-def cluster(*args, **kwargs):  # placeholder, replaced by the implementation
-    raise NotImplementedError
+"""``sd.tl.cluster``: cluster cells with the scLLM-DSC model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from scanpy import logging as logg
+from scipy import sparse
+
+from .._constants import Key
+from .._docs import inject_docs
+from .._utils import get_matrix, looks_like_counts, resolve_adata
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+_SEMANTIC_TOOLS = {
+    Key.X_GENE_TEXT: "embed_genes",
+    Key.X_CELL_SENTENCE: "cell_sentences",
+}
+
+
+def _compute_semantic(adata: AnnData, layer: str | None, missing: list[str]) -> dict:
+    """Compute missing semantic embeddings on a lightweight stand-in of ``adata``.
+
+    Returns ``{obsm_key: array}``; raises a clear error naming the call to run if a tool is
+    unavailable or fails.
+    """
+    import anndata as ad
+
+    from . import cell_sentences, embed_genes
+
+    tools = {"embed_genes": embed_genes, "cell_sentences": cell_sentences}
+    work = ad.AnnData(
+        X=get_matrix(adata, layer), obs=adata.obs[[]].copy(), var=adata.var.copy()
+    )
+    out = {}
+    for key in missing:
+        name = _SEMANTIC_TOOLS[key]
+        call = f"sd.tl.{name}(adata{'' if layer is None else f', layer={layer!r}'})"
+        try:
+            logg.info(f"`adata.obsm[{key!r}]` is missing; computing it with `{call}`")
+            tools[name](work)
+        except Exception as e:  # noqa: BLE001 - re-raised with the call to run
+            raise RuntimeError(
+                f"`adata.obsm[{key!r}]` (semantic view) is missing and computing it with "
+                f"defaults failed ({type(e).__name__}: {e}). Run `{call}` yourself (see its "
+                "options), or pass `use_semantic=False` to cluster on the structural view alone."
+            ) from e
+        if key not in work.obsm:
+            raise RuntimeError(
+                f"`{call}` did not write `adata.obsm[{key!r}]`. Run it yourself, or pass "
+                "`use_semantic=False`."
+            )
+        out[key] = np.asarray(work.obsm[key], dtype=np.float32)
+    return out
+
+
+def _relabel_by_size(labels: np.ndarray, proba: np.ndarray):
+    """Rename clusters 0..k-1 by decreasing size (empty clusters last); reorder proba too."""
+    k = proba.shape[1]
+    sizes = np.bincount(labels, minlength=k)
+    order = np.lexsort((np.arange(k), -sizes))  # biggest first, ties by index
+    rank = np.empty(k, dtype=int)
+    rank[order] = np.arange(k)
+    return rank[labels], proba[:, order], int((sizes > 0).sum())
+
+
+@inject_docs()
+def cluster(
+    adata: AnnData,
+    n_clusters: int | None = None,
+    *,
+    key_added: str = Key.CLUSTER,
+    random_state: int = 0,
+    use_semantic: bool = True,
+    layer: str | None = None,
+    semantic_keys: tuple[str, ...] = (Key.X_GENE_TEXT, Key.X_CELL_SENTENCE),
+    resolution: float = 1.0,
+    n_neighbors: int = 15,
+    n_pcs: int = 50,
+    n_top_genes: int = 2000,
+    n_hops: int = 2,
+    n_latent: int = 32,
+    semantic_weight: float = 0.3,
+    target: Literal["sinkhorn", "dec"] = "sinkhorn",
+    max_epochs: int | None = None,
+    pretrain_epochs: int | None = None,
+    batch_size: int | None = 256,
+    update_interval: int = 5,
+    accelerator: str = "auto",
+    devices: int | list[int] | str = "auto",
+    model_kwargs: dict | None = None,
+    train_kwargs: dict | None = None,
+    return_model: bool = False,
+    mod: str | None = None,
+    copy: bool = False,
+):
+    """Cluster cells with scLLM-DSC (cross-modal deep structural clustering).
+
+    Builds a sparse kNN cell graph, trains :class:`~scllm_dsc.model.SCLLMDSC` (structural
+    view over the graph, aligned with the language-model semantic view) and assigns cells to
+    clusters with its Student-t clustering head. Labels are never used.
+
+    Parameters
+    ----------
+    {adata}
+    n_clusters
+        Number of clusters. ``None`` estimates it label-free: Leiden (at ``resolution``) on
+        the pre-trained fused embedding.
+    {key_added}
+    {random_state}
+        The same seed on CPU gives identical labels.
+    use_semantic
+        Use the semantic view (``adata.obsm["X_gene_text"]`` and
+        ``adata.obsm["X_cell_sentence"]``). Missing ones are computed with
+        :func:`~scllm_dsc.tl.embed_genes` / :func:`~scllm_dsc.tl.cell_sentences` and their
+        defaults. ``False`` clusters on the structural view alone.
+    {layer}
+    semantic_keys
+        ``adata.obsm`` keys of Path 1 and Path 2.
+    resolution
+        Leiden resolution for ``n_clusters=None``.
+    n_neighbors, n_pcs, n_top_genes
+        Cell graph: kNN size, PCA components and highly variable genes.
+    n_hops
+        Graph propagation steps of the encoder input.
+    n_latent
+        Latent width.
+    semantic_weight
+        Weight of the semantic view in the fused latent.
+    target
+        Clustering target: ``"sinkhorn"`` (optimal transport, default) or ``"dec"``.
+    max_epochs, pretrain_epochs, batch_size, update_interval
+        Training schedule (see :meth:`~scllm_dsc.model.SCLLMDSC.train`).
+    accelerator, devices
+        Lightning accelerator / devices (``"auto"``: CUDA when present, else CPU).
+    model_kwargs, train_kwargs
+        Further arguments of the model and of its ``train``.
+    return_model
+        Also return the trained model.
+    {mod}
+    {copy}
+
+    Returns
+    -------
+    ``None`` (or a copy with ``copy=True``; plus the model with ``return_model=True``).
+    Writes
+
+    ``adata.obsp[f"{{key_added}}_connectivities"]``, ``adata.obsp[f"{{key_added}}_distances"]``
+        The sparse cell graph used.
+    ``adata.obsm[f"X_{{key_added}}"]``
+        The fused latent (use with ``sc.pp.neighbors(adata, use_rep=...)``).
+    ``adata.obs[key_added]``
+        Cluster labels, categorical ``"0"`` .. ``"k-1"`` by decreasing size.
+    ``adata.obsm[f"{{key_added}}_proba"]``
+        Soft assignments (cells x k, rows sum to 1; columns in label order).
+    ``adata.uns[key_added]``
+        ``connectivities_key``, ``distances_key``, ``params`` and training ``history``.
+    """
+    import anndata as ad
+    import pandas as pd
+    import torch
+
+    from ..model import SCLLMDSC
+    from ..model._scllmdsc import _FEATURES, _NN_IDX, _NN_W, prepare_structural_view
+
+    adata = resolve_adata(adata, mod)
+    if copy:
+        adata = adata.copy()
+    if n_clusters is not None and (int(n_clusters) != n_clusters or n_clusters < 2):
+        raise ValueError(f"`n_clusters` must be an integer >= 2 or None, got {n_clusters!r}.")
+    if n_clusters is not None and n_clusters >= adata.n_obs:
+        raise ValueError(f"`n_clusters`={n_clusters} must be smaller than n_obs={adata.n_obs}.")
+    X = get_matrix(adata, layer)
+    if not looks_like_counts(X):
+        raise ValueError(
+            "sd.tl.cluster needs raw counts (non-negative integers); "
+            + ("`adata.X` does not look like counts. Pass `layer=` with the counts layer."
+               if layer is None else f"layer {layer!r} does not look like counts.")
+        )
+
+    # --- semantic view (computed on a stand-in; written at the end)
+    semantic, new_semantic = {}, {}
+    if use_semantic:
+        keys = list(semantic_keys)
+        missing = [k for k in keys if k not in adata.obsm]
+        unknown = [k for k in missing if k not in _SEMANTIC_TOOLS]
+        if unknown:
+            raise KeyError(f"`adata.obsm` has no semantic embedding {unknown}.")
+        if missing:
+            new_semantic = _compute_semantic(adata, layer, missing)
+        for k in keys:
+            emb = new_semantic[k] if k in new_semantic else np.asarray(adata.obsm[k])
+            if emb.shape[0] != adata.n_obs:
+                raise ValueError(f"`adata.obsm[{k!r}]` has {emb.shape[0]} rows, not {adata.n_obs}.")
+            semantic[k] = np.asarray(emb, dtype=np.float32)
+
+    # --- structural view
+    logg.info("building the sparse kNN cell graph")
+    prep = prepare_structural_view(
+        adata, layer, key_added, n_neighbors, n_pcs, n_top_genes, n_hops, random_state
+    )
+    counts = sparse.csr_matrix(X)[:, np.flatnonzero(prep["highly_variable"])]
+    work = ad.AnnData(
+        X=sparse.csr_matrix(counts, dtype=np.float32),
+        obs=pd.DataFrame(index=adata.obs_names.copy()),
+        var=pd.DataFrame(index=adata.var_names[prep["highly_variable"]].copy()),
+    )
+    conn_key = Key.connectivities(key_added)
+    work.obsp[conn_key] = prep["connectivities"]
+    work.obsm[_FEATURES] = prep["features"]
+    work.obsm[_NN_IDX] = prep["nn_indices"]
+    work.obsm[_NN_W] = prep["nn_weights"]
+    for k, v in semantic.items():
+        work.obsm[k] = v
+
+    # --- model
+    torch.manual_seed(random_state)
+    np.random.seed(random_state)
+    SCLLMDSC.setup_anndata(
+        work,
+        semantic_keys=list(semantic) if use_semantic else None,
+        graph_key=key_added,
+        n_neighbors=n_neighbors,
+        n_pcs=n_pcs,
+        n_top_genes=n_top_genes,
+        n_hops=n_hops,
+        random_state=random_state,
+    )
+    model = SCLLMDSC(
+        work,
+        n_clusters=n_clusters,
+        n_latent=n_latent,
+        semantic_weight=semantic_weight,
+        target=target,
+        resolution=resolution,
+        **(model_kwargs or {}),
+    )
+    model.train(
+        max_epochs=max_epochs,
+        pretrain_epochs=pretrain_epochs,
+        batch_size=batch_size,
+        update_interval=update_interval,
+        accelerator=accelerator,
+        devices=devices,
+        random_state=random_state,
+        **(train_kwargs or {}),
+    )
+    latent = model.get_latent_representation()
+    proba = model.predict(soft=True)
+    labels, proba, k_used = _relabel_by_size(proba.argmax(1), proba)
+    if k_used < proba.shape[1]:
+        logg.warning(f"{proba.shape[1] - k_used} of {proba.shape[1]} clusters ended up empty.")
+    history = {
+        key: np.asarray([float(v) for v in df.iloc[:, 0].to_numpy()], dtype=np.float64)
+        for key, df in (model.history or {}).items()
+    }
+
+    # --- write everything at the end
+    for k, v in new_semantic.items():
+        adata.obsm[k] = v
+    adata.obsp[conn_key] = prep["connectivities"]
+    adata.obsp[Key.distances(key_added)] = prep["distances"]
+    adata.obsm[Key.latent(key_added)] = latent.astype(np.float32)
+    adata.obsm[Key.proba(key_added)] = proba.astype(np.float32)
+    adata.obs[key_added] = pd.Categorical(
+        labels.astype(str), categories=[str(i) for i in range(k_used)]
+    )
+    adata.uns[key_added] = {
+        "connectivities_key": conn_key,
+        "distances_key": Key.distances(key_added),
+        "params": {
+            **prep["params"],
+            "n_clusters": int(model.n_clusters),
+            "n_clusters_requested": -1 if n_clusters is None else int(n_clusters),
+            "resolution": float(resolution),
+            "use_semantic": bool(use_semantic),
+            "semantic_keys": list(semantic) if use_semantic else [],
+            "semantic_weight": float(semantic_weight),
+            "target": target,
+            "n_hops": int(n_hops),
+            "n_latent": int(n_latent),
+            "random_state": int(random_state),
+            "layer": "X" if layer is None else layer,
+        },
+        "history": history,
+    }
+    logg.info(
+        f"finished: {k_used} clusters in `adata.obs[{key_added!r}]`, latent in "
+        f"`adata.obsm[{Key.latent(key_added)!r}]`"
+    )
+    if copy:
+        return (adata, model) if return_model else adata
+    return model if return_model else None

@@ -1,0 +1,210 @@
+"""Build the sparse kNN cell graph of the structural view."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+from scipy import sparse
+
+from .._utils import get_matrix, looks_like_counts
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+class CellGraph(NamedTuple):
+    """A sparse cell graph and the expression PCA it was built from."""
+
+    connectivities: sparse.csr_matrix
+    """Symmetric UMAP-style connectivities (cells x cells, CSR)."""
+    distances: sparse.csr_matrix
+    """kNN distances (cells x cells, CSR, ``n_neighbors - 1`` entries per row)."""
+    pca: np.ndarray
+    """PCA of the log-normalised highly variable genes (cells x ``n_pcs``)."""
+    highly_variable: np.ndarray
+    """Boolean mask over genes: the genes the PCA used."""
+    params: dict
+    """Parameters, in the layout of ``adata.uns[key]["params"]`` of :func:`scanpy.pp.neighbors`."""
+
+
+def knn_transformer(n_neighbors: int, random_state: int = 0):
+    """A kNN transformer for :func:`scanpy.pp.neighbors` (``transformer=``) returning CSR.
+
+    Approximate (pynndescent) search whose output is converted to ``scipy.sparse.csr_matrix``:
+    scanpy 1.11's own pynndescent path hands back a ``csr_array`` that it then cannot read
+    with scipy >= 1.15 (``'csr_array' object has no attribute 'getnnz'``) for more than 4096
+    cells. Memory stays linear in the number of cells.
+    """
+    from pynndescent import PyNNDescentTransformer
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    class _CSRNNDescent(TransformerMixin, BaseEstimator):
+        def __init__(self, n_neighbors: int = 15, random_state: int = 0):
+            self.n_neighbors = n_neighbors
+            self.random_state = random_state
+
+        def _inner(self):
+            return PyNNDescentTransformer(
+                n_neighbors=self.n_neighbors, random_state=self.random_state, n_jobs=1
+            )
+
+        def fit(self, X, y=None):
+            self.inner_ = self._inner().fit(X)
+            return self
+
+        def transform(self, X):
+            return sparse.csr_matrix(self.inner_.transform(X))
+
+        def fit_transform(self, X, y=None):
+            self.inner_ = self._inner()
+            return sparse.csr_matrix(self.inner_.fit_transform(X))
+
+    return _CSRNNDescent(n_neighbors=n_neighbors, random_state=random_state)
+
+
+def neighbors(adata, n_neighbors: int, use_rep: str, random_state: int = 0, **kwargs) -> None:
+    """:func:`scanpy.pp.neighbors` that works on any size (see :func:`knn_transformer`).
+
+    Exact search below 8192 cells (scanpy's own default for Euclidean distances), pynndescent
+    above; in both cases ``obsp["distances"]`` holds the ``n_neighbors - 1`` nearest other
+    cells per row, as scanpy's exact path does.
+    """
+    import scanpy as sc
+
+    big = adata.n_obs >= 8192
+    transformer = knn_transformer(n_neighbors, random_state) if big else None
+    sc.pp.neighbors(
+        adata,
+        n_neighbors=n_neighbors,
+        use_rep=use_rep,
+        random_state=random_state,
+        transformer=transformer,
+        **kwargs,
+    )
+    if big:
+        key = kwargs.get("key_added")
+        dkey = f"{key}_distances" if key else "distances"
+        adata.obsp[dkey] = _keep_nearest(adata.obsp[dkey], n_neighbors - 1)
+
+
+def _keep_nearest(D, k: int) -> sparse.csr_matrix:
+    """Drop self edges and keep the ``k`` smallest distances of each row (ties by column)."""
+    D = sparse.coo_matrix(D)
+    off = D.row != D.col
+    rows, cols, vals = D.row[off], D.col[off], D.data[off]
+    order = np.lexsort((cols, vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(D.shape[0]))
+    rank = np.arange(rows.size) - starts[rows]
+    keep = rank < k
+    return sparse.csr_matrix(
+        (vals[keep].astype(np.float32), (rows[keep], cols[keep])), shape=D.shape
+    )
+
+
+def build_graph(
+    adata: AnnData,
+    layer: str | None = None,
+    *,
+    n_neighbors: int = 15,
+    n_pcs: int = 50,
+    n_top_genes: int = 2000,
+    target_sum: float | None = 1e4,
+    random_state: int = 0,
+) -> CellGraph:
+    """Sparse kNN cell graph from the PCA of log-normalised highly variable genes.
+
+    The counts are library-size normalised and log1p transformed on a private copy; the
+    highly variable genes are selected (Seurat flavour), the PCA computed, and the kNN graph
+    found with :func:`scanpy.pp.neighbors` (pynndescent / exact for small data). Nothing is
+    written to ``adata``; memory is linear in the number of cells (no dense cells x cells).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with raw counts.
+    layer
+        Layer holding raw counts; ``None`` uses ``adata.X``.
+    n_neighbors
+        Number of nearest neighbours (the cell itself included, as in scanpy).
+    n_pcs
+        Number of principal components (capped by the data's size).
+    n_top_genes
+        Number of highly variable genes used for the PCA (all genes if fewer).
+    target_sum
+        Library size after normalisation.
+    random_state
+        Seed of the PCA solver and the neighbour search.
+
+    Returns
+    -------
+    The :class:`CellGraph`.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    X = get_matrix(adata, layer)
+    if not looks_like_counts(X):
+        raise ValueError(
+            "The expression matrix does not look like raw counts (negative or non-integer "
+            "values). Pass `layer=` with the name of the raw counts layer."
+        )
+    n_obs, n_vars = X.shape
+    if n_obs < 3:
+        raise ValueError(f"Need at least 3 cells to build a cell graph, got {n_obs}.")
+    X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
+    tmp = ad.AnnData(X)
+    sc.pp.normalize_total(tmp, target_sum=target_sum)
+    sc.pp.log1p(tmp)
+    if n_top_genes is not None and n_top_genes < n_vars:
+        sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat")
+        hvg = tmp.var["highly_variable"].to_numpy().astype(bool)
+        tmp = tmp[:, hvg].copy()
+    else:
+        hvg = np.ones(n_vars, dtype=bool)
+    n_comps = int(min(n_pcs, tmp.n_obs - 1, tmp.n_vars - 1))
+    sc.pp.pca(tmp, n_comps=n_comps, random_state=random_state)
+    k = int(min(n_neighbors, n_obs - 1))
+    neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
+    params = {
+        "n_neighbors": k,
+        "method": "umap",
+        "random_state": random_state,
+        "metric": "euclidean",
+        "use_rep": "X_pca",
+        "n_pcs": n_comps,
+        "n_top_genes": int(hvg.sum()),
+    }
+    return CellGraph(
+        sparse.csr_matrix(tmp.obsp["connectivities"], dtype=np.float32),
+        sparse.csr_matrix(tmp.obsp["distances"], dtype=np.float32),
+        np.asarray(tmp.obsm["X_pca"], dtype=np.float32),
+        hvg,
+        params,
+    )
+
+
+def neighbor_table(connectivities: sparse.spmatrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-width neighbour table of a sparse graph: the ``k`` strongest edges per cell.
+
+    Rows with fewer than ``k`` edges are padded with the cell itself at weight 0.
+
+    Returns
+    -------
+    ``(indices, weights)``, each cells x ``k`` (int64, float32).
+    """
+    from .._utils import top_k_per_row
+
+    C = sparse.csr_matrix(connectivities)
+    n = C.shape[0]
+    C = C - sparse.diags(C.diagonal())  # no self edges
+    top = top_k_per_row(C, k)
+    idx = np.repeat(np.arange(n, dtype=np.int64)[:, None], k, axis=1)
+    w = np.zeros((n, k), dtype=np.float32)
+    counts = np.diff(top.indptr)
+    rows = np.repeat(np.arange(n), counts)
+    pos = np.arange(top.indices.size) - top.indptr[rows]
+    idx[rows, pos] = top.indices
+    w[rows, pos] = top.values
+    return idx, w

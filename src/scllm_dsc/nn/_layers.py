@@ -1,0 +1,55 @@
+"""Encoder, projection head and count decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class MLP(nn.Module):
+    """Linear -> LayerNorm -> ReLU blocks, then a linear output layer."""
+
+    def __init__(self, n_in: int, n_out: int, n_hidden: int = 256, n_layers: int = 1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = n_in
+        for _ in range(n_layers):
+            layers += [nn.Linear(d, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU()]
+            d = n_hidden
+        layers.append(nn.Linear(d, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ProjectionHead(nn.Module):
+    """Linear -> ReLU -> Linear, output L2-normalised (the cross-modal projection heads)."""
+
+    def __init__(self, n_in: int, n_out: int = 32, n_hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1)
+
+
+class NBDecoder(nn.Module):
+    """Negative binomial decoder: latent -> gene proportions (softmax) x library size.
+
+    The inverse dispersion ``theta`` is one free parameter per gene (as in scVI's
+    ``dispersion="gene"``).
+    """
+
+    def __init__(self, n_latent: int, n_genes: int, n_hidden: int = 256):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_latent, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU())
+        self.scale = nn.Linear(n_hidden, n_genes)
+        self.log_theta = nn.Parameter(torch.zeros(n_genes))
+
+    def forward(self, z: torch.Tensor, library: torch.Tensor):
+        h = self.body(z)
+        px_scale = torch.softmax(self.scale(h), dim=-1)
+        mu = px_scale * library
+        return mu, self.log_theta.exp()

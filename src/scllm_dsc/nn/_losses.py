@@ -1,0 +1,114 @@
+"""Loss terms of scLLM-DSC, each a pure function of tensors.
+
+All work on mini-batches; none builds a cells x cells matrix larger than the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def infonce(a: torch.Tensor, b: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE between matched rows of ``a`` and ``b`` (L2-normalised).
+
+    Row ``i`` of ``a`` and row ``i`` of ``b`` are the positive pair; all other rows of the
+    batch are negatives. Returns the mean of both directions' cross-entropy.
+    """
+    logits = a @ b.T / tau
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def variance_reg(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg variance term: mean over dimensions of ``relu(1 - sqrt(var + eps))``."""
+    if z.shape[0] < 2:
+        return z.new_zeros(())
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(1.0 - std).mean()
+
+
+def ncut_loss(
+    z: torch.Tensor, z_neighbors: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Relaxed normalised cut on the sparse graph, for a batch of cells and their edges.
+
+    ``z`` (b x d) and ``z_neighbors`` (b x k x d) are L2-normalised; ``weights`` (b x k) the
+    edge weights. Returns ``1 - sum_ij w_ij z_i.z_j / sum_ij w_ij`` (0 when every cell equals
+    its neighbours, up to 2).
+    """
+    sim = (z.unsqueeze(1) * z_neighbors).sum(-1)
+    return 1.0 - (weights * sim).sum() / weights.sum().clamp_min(1e-12)
+
+
+def orthogonality(z: torch.Tensor) -> torch.Tensor:
+    """Soft orthogonality penalty ``||d Z^T Z / b - I||_F^2 / d`` on row-normalised ``z``.
+
+    Zero when the batch's latent dimensions are decorrelated with equal energy; it stops the
+    cut loss from collapsing all cells onto one direction.
+    """
+    b, d = z.shape
+    C = d * (z.T @ z) / b
+    eye = torch.eye(d, device=z.device, dtype=z.dtype)
+    return ((C - eye) ** 2).sum() / d
+
+
+def student_t_q(z: torch.Tensor, centers: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Student-t soft assignments ``q_ij ~ (1 + ||z_i - mu_j||^2 / alpha)^-(alpha+1)/2``."""
+    d2 = torch.cdist(z, centers).pow(2)
+    log_num = -0.5 * (alpha + 1.0) * torch.log1p(d2 / alpha)
+    return torch.softmax(log_num, dim=1)
+
+
+def dec_target(q: torch.Tensor) -> torch.Tensor:
+    """DEC target: ``q_ij^2 / f_j`` with ``f_j = sum_i q_ij``, rows renormalised."""
+    w = q**2 / q.sum(0, keepdim=True).clamp_min(1e-12)
+    return w / w.sum(1, keepdim=True)
+
+
+def sinkhorn_target(
+    q: torch.Tensor, power: float = 5.0, n_iter: int = 50, min_size: float = 1e-3
+) -> torch.Tensor:
+    """Optimal-transport target: Sinkhorn-Knopp on ``q**power``.
+
+    Row marginals are 1 (each cell's target is a distribution); column marginals are the
+    current cluster sizes (cells whose largest ``q`` is cluster ``j``; floored at
+    ``min_size`` of the mean size so no cluster can vanish). Hard sizes are used because soft
+    column sums of a flat ``Q`` are nearly uniform and would force equal-sized clusters.
+    Computed in log space for stability.
+    """
+    n, k = q.shape
+    log_k = power * torch.log(q.clamp_min(1e-30))
+    sizes = torch.bincount(q.argmax(1), minlength=k).to(q.dtype)
+    sizes = sizes.clamp_min(max(min_size * n / k, 1.0))
+    log_c = torch.log(sizes / sizes.sum() * n)
+    log_r = torch.zeros(n, dtype=q.dtype, device=q.device)
+    u = torch.zeros(n, dtype=q.dtype, device=q.device)
+    v = torch.zeros(k, dtype=q.dtype, device=q.device)
+    for _ in range(n_iter):
+        u = log_r - torch.logsumexp(log_k + v[None, :], dim=1)
+        v = log_c - torch.logsumexp(log_k + u[:, None], dim=0)
+    log_p = log_k + u[:, None] + v[None, :]
+    p = torch.exp(log_p)
+    return p / p.sum(1, keepdim=True)
+
+
+def kl_target(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``KL(P || Q)`` averaged over cells, with ``log Q`` as the input (not ``Q``)."""
+    return F.kl_div(torch.log(q.clamp_min(1e-12)), p, reduction="batchmean")
+
+
+def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative binomial negative log-likelihood per entry, up to the constant ``lgamma(x+1)``.
+
+    ``theta`` (genes,) is the inverse dispersion. The ``lgamma`` terms vanish where ``x == 0``
+    and are evaluated on the non-zero entries only (scRNA-seq counts are mostly zeros).
+    """
+    theta = theta.unsqueeze(0).expand_as(mu)
+    log_theta_mu = torch.log(theta + mu + eps)
+    ll = theta * (torch.log(theta + eps) - log_theta_mu) + x * (torch.log(mu + eps) - log_theta_mu)
+    nz = x > 0
+    if nz.any():
+        xt, tt = x[nz], theta[nz]
+        ll = ll.masked_scatter(nz, ll[nz] + torch.lgamma(xt + tt) - torch.lgamma(tt))
+    return -ll

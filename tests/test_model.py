@@ -1,0 +1,162 @@
+"""The scvi-tools model: API round trip, losses, save/load, devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import read_dataset
+
+torch.set_num_threads(1)
+
+
+def _semantic_standin(adata, d=16, seed=0):
+    """Random projection of log-normalised expression (METHOD 9's control), L2-normalised."""
+    import scanpy as sc
+
+    b = adata.copy()
+    sc.pp.normalize_total(b, target_sum=1e4)
+    sc.pp.log1p(b)
+    R = np.random.default_rng(seed).normal(size=(adata.n_vars, d)).astype(np.float32)
+    Z = np.asarray(b.X @ R)
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    adata.obsm["X_gene_text"] = Z
+    adata.obsm["X_cell_sentence"] = np.roll(Z, 1, axis=1)
+
+
+@pytest.fixture(scope="module")
+def adata():
+    a = read_dataset("PBMC68k_reduced_700")[:400].copy()
+    del a.obs["cell_type"]
+    _semantic_standin(a)
+    return a
+
+
+@pytest.fixture(scope="module")
+def trained(adata, tmp_path_factory):
+    import scllm_dsc as sd
+
+    a = adata.copy()
+    sd.model.SCLLMDSC.setup_anndata(a, n_top_genes=300, n_pcs=20)
+    model = sd.model.SCLLMDSC(a, n_clusters=4, n_latent=8, n_hidden=32)
+    model.train(max_epochs=4, batch_size=128, random_state=0, enable_progress_bar=False)
+    return a, model
+
+
+def test_losses():
+    from scllm_dsc import nn as snn
+
+    z = torch.nn.functional.normalize(torch.randn(16, 8), dim=1)
+    assert snn.infonce(z, z, 0.1) < snn.infonce(z, z.roll(1, 0), 0.1)
+    assert snn.ncut_loss(z, z[:, None, :].expand(16, 3, 8), torch.ones(16, 3)) < 1e-5
+    q = snn.student_t_q(torch.randn(50, 8), torch.randn(3, 8))
+    torch.testing.assert_close(q.sum(1), torch.ones(50))
+    for p in (snn.sinkhorn_target(q.double()), snn.dec_target(q)):
+        torch.testing.assert_close(p.sum(1).float(), torch.ones(50), atol=1e-5, rtol=0)
+    assert snn.kl_target(q, q).abs() < 1e-6
+    assert snn.variance_reg(torch.zeros(10, 4)) > 0.9
+    e = torch.eye(8)
+    assert snn.orthogonality(e) < 1e-6
+
+
+def test_nb_nll_matches_scvi():
+    from scvi.distributions import NegativeBinomial
+
+    from scllm_dsc.nn import nb_nll
+
+    x = torch.poisson(torch.rand(6, 5) * 3)
+    mu, th = torch.rand(6, 5) * 3 + 0.1, torch.rand(5) + 0.5
+    ref = -NegativeBinomial(mu=mu, theta=th.expand(6, 5)).log_prob(x)
+    torch.testing.assert_close(nb_nll(x, mu, th) + torch.lgamma(x + 1), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_module_is_scvi_module():
+    from scvi.module.base import BaseModuleClass
+
+    from scllm_dsc.module import SCLLMDSCModule
+
+    assert issubclass(SCLLMDSCModule, BaseModuleClass)
+
+
+def test_api_round_trip(trained, tmp_path):
+    import scllm_dsc as sd
+
+    a, model = trained
+    assert model.is_trained_
+    z = model.get_latent_representation()
+    assert z.shape == (a.n_obs, 16)  # [structural, semantic] concatenation
+    assert model.get_latent_representation(representation="structural").shape == (a.n_obs, 8)
+    assert model.get_latent_representation(representation="semantic").shape == (a.n_obs, 8)
+    labels = model.predict()
+    proba = model.predict(soft=True)
+    assert labels.shape == (a.n_obs,) and proba.shape == (a.n_obs, 4)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    np.testing.assert_array_equal(proba.argmax(1), labels)
+    # history has every loss term and the phase
+    for key in ("recon_train", "ncut_train", "infonce_train", "var_reg_train", "kl_train",
+                "phase_train", "train_loss"):
+        assert key in model.history
+    phase = np.array([float(v) for v in model.history["phase_train"].iloc[:, 0]])
+    np.testing.assert_array_equal(phase, [0, 0, 1, 1])
+    # save / load: same latent and labels
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = sd.model.SCLLMDSC.load(tmp_path / "m", adata=a)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-6)
+    np.testing.assert_array_equal(loaded.predict(), labels)
+
+
+def test_setup_registers_sparse_graph(trained):
+    from scipy import sparse
+
+    a, _ = trained
+    C = a.obsp["scllm_dsc_connectivities"]
+    assert sparse.issparse(C) and C.nnz < a.n_obs * 40
+    assert a.uns["scllm_dsc"]["connectivities_key"] == "scllm_dsc_connectivities"
+
+
+def test_missing_semantic_key_error(adata):
+    import scllm_dsc as sd
+
+    a = adata.copy()
+    del a.obsm["X_cell_sentence"]
+    with pytest.raises(KeyError, match=r"sd\.tl\.cell_sentences"):
+        sd.model.SCLLMDSC.setup_anndata(a)
+
+
+def test_leiden_estimates_k_and_reloads(adata, tmp_path):
+    import scllm_dsc as sd
+
+    a = adata.copy()
+    sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=300, n_pcs=20)
+    model = sd.model.SCLLMDSC(a, n_clusters=None, n_latent=8, n_hidden=32)
+    model.train(max_epochs=2, batch_size=200, random_state=0, enable_progress_bar=False)
+    k = model.n_clusters
+    assert k >= 2 and model.predict(soft=True).shape == (a.n_obs, k)
+    model.save(tmp_path / "m")
+    loaded = sd.model.SCLLMDSC.load(tmp_path / "m", adata=a)
+    np.testing.assert_array_equal(loaded.predict(), model.predict())
+
+
+def test_cpu_auto_accelerator(trained):
+    from scvi.model._utils import parse_device_args
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    accelerator, _, device = parse_device_args("auto", "auto", return_device="torch")
+    assert accelerator == "cpu" and device.type == "cpu"
+    _, model = trained
+    assert model.device.type == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_training(adata):
+    import scllm_dsc as sd
+
+    a = adata.copy()
+    sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=300, n_pcs=20)
+    model = sd.model.SCLLMDSC(a, n_clusters=3, n_latent=8, n_hidden=32)
+    model.train(max_epochs=2, accelerator="auto", enable_progress_bar=False)
+    assert model.device.type == "cuda"
+    assert model.predict().shape == (a.n_obs,)
