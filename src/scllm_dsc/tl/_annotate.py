@@ -185,6 +185,7 @@ def annotate_clusters(
     use_markers: bool = True,
     marker_weight: float = 0.5,
     n_background: int = 200,
+    relative: bool = True,
     de_method: str = "wilcoxon",
     layer: str | None = None,
     gene_key: str = Key.GENE_TEXT,
@@ -242,6 +243,11 @@ def annotate_clusters(
         Weight of (a) against (b) when ``use_markers``.
     n_background
         Random gene sets per cluster for the calibration of (a).
+    relative
+        Subtract from each candidate's marker score its mean over clusters (with three or
+        more clusters), so a candidate that resembles every cluster's markers (a generic
+        term) does not win them all; the semantic centroid score is relative to all cells
+        anyway.
     de_method
         Test of :func:`scanpy.tl.rank_genes_groups`.
     layer
@@ -337,6 +343,10 @@ def annotate_clusters(
     score = _standardise(centroid)
     if use_markers:
         has = ~np.isnan(marker_z[:, 0])
+        if relative and has.sum() >= 3:
+            # what is specific to this cluster: a candidate that reads like every cluster's
+            # markers (e.g. a generic immune term) does not win them all
+            marker_z[has] -= marker_z[has].mean(0)
         score[has] = (1 - marker_weight) * score[has] + marker_weight * _standardise(
             marker_z[has]
         )
@@ -385,6 +395,7 @@ def annotate_clusters(
             "use_markers": bool(use_markers),
             "marker_weight": float(marker_weight),
             "n_background": int(n_background),
+            "relative": bool(relative),
             "de_method": de_method,
             "layer": layer,
             "gene_key": gene_key,
