@@ -112,7 +112,7 @@ def annotation(
         if not path.is_absolute() and path.parent == Path("."):
             path = Path(sc.settings.figdir) / path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=sc.settings.dpi_save, bbox_inches="tight")
+        fig.savefig(path, bbox_inches="tight")  # dpi: rcParams["savefig.dpi"], as sc.pl
     if return_fig:
         return fig
     if show is None:

@@ -59,7 +59,6 @@ _TOO_GENERAL = {
     "CL:0002371",  # somatic cell
     "CL:0002242",  # nucleate cell
     "CL:0000010",  # cultured cell
-    "CL:0000000",
 }
 
 
