@@ -34,5 +34,15 @@ class Key:
     def proba(key: str) -> str:
         return f"{key}_proba"
 
+    @staticmethod
+    def semantic(key: str) -> str:
+        """Projected semantic view in the shared (aligned) space."""
+        return f"X_{key}_semantic"
+
+    @staticmethod
+    def structural(key: str) -> str:
+        """Projected structural view in the shared (aligned) space."""
+        return f"X_{key}_structural"
+
 
 DEFAULT_MODEL: Final = "sentence-transformers/all-MiniLM-L6-v2"

@@ -468,7 +468,7 @@ class SCLLMDSC(BaseModelClass):
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
-        representation: Literal["fused", "structural", "semantic"] = "fused",
+        representation: Literal["fused", "structural", "semantic", "aligned_structural"] = "fused",
     ) -> np.ndarray:
         """Latent representation of each cell.
 
@@ -481,8 +481,9 @@ class SCLLMDSC(BaseModelClass):
         batch_size
             Cells per forward pass.
         representation
-            ``"fused"`` (clustered latent), ``"structural"`` (``z_feat``) or ``"semantic"``
-            (projected ``Z_text``).
+            ``"fused"`` (clustered latent), ``"structural"`` (``z_feat``), ``"semantic"``
+            (projected ``Z_text``) or ``"aligned_structural"`` (``z_feat`` projected into the
+            space shared with ``"semantic"``).
         """
         if representation == "fused":
             key = "z"
@@ -492,9 +493,14 @@ class SCLLMDSC(BaseModelClass):
             if not self.module.use_semantic:
                 raise ValueError("This model has no semantic view (set up without semantic keys).")
             key = "h_text"
+        elif representation == "aligned_structural":
+            if not self.module.use_semantic:
+                raise ValueError("This model has no semantic view (set up without semantic keys).")
+            key = "h_feat"
         else:
             raise ValueError(
-                f"`representation` must be 'fused', 'structural' or 'semantic', got "
+                f"`representation` must be 'fused', 'structural', 'semantic' or "
+                f"'aligned_structural', got "
                 f"{representation!r}."
             )
         return self._collect(adata, indices, batch_size, lambda inf: inf[key])

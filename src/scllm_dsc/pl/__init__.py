@@ -6,6 +6,7 @@ need is missing.
 """
 
 from ._alignment import alignment
+from ._annotation import annotation
 from ._cluster_genes import cluster_gene_table, cluster_genes
 from ._history import training_history
 from ._metrics import alignment_scores
@@ -14,6 +15,7 @@ from ._views import views
 
 __all__ = [
     "alignment",
+    "annotation",
     "alignment_scores",
     "views",
     "training_history",

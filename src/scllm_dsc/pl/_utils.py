@@ -26,12 +26,12 @@ class MissingKeyError(KeyError):
 
 def semantic_key(key: str = Key.CLUSTER) -> str:
     """``obsm`` key of the projected, L2-normalised semantic view written by ``sd.tl.cluster``."""
-    return f"X_{key}_semantic"
+    return Key.semantic(key)
 
 
 def structural_key(key: str = Key.CLUSTER) -> str:
     """``obsm`` key of the projected, L2-normalised structural view written by ``sd.tl.cluster``."""
-    return f"X_{key}_structural"
+    return Key.structural(key)
 
 
 def umap_key(rep: str) -> str:

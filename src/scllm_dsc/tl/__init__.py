@@ -1,7 +1,9 @@
-"""Tools: ``sd.tl.embed_genes``, ``sd.tl.cell_sentences``, ``sd.tl.cluster``."""
+"""Tools: gene knowledge, cell sentences, clustering and cluster annotation."""
 
+from ..pl._metrics import alignment_scores
+from ._annotate import annotate_clusters
 from ._cell_sentences import cell_sentences
 from ._cluster import cluster
 from ._embed_genes import embed_genes
 
-__all__ = ["embed_genes", "cell_sentences", "cluster"]
+__all__ = ["embed_genes", "cell_sentences", "cluster", "annotate_clusters", "alignment_scores"]

@@ -156,6 +156,9 @@ def cluster(
         Cluster labels, categorical ``"0"`` .. ``"k-1"`` by decreasing size.
     ``adata.obsm[f"{{key_added}}_proba"]``
         Soft assignments (cells x k, rows sum to 1; columns in label order).
+    ``adata.obsm[f"X_{{key_added}}_semantic"]``, ``adata.obsm[f"X_{{key_added}}_structural"]``
+        With ``use_semantic=True``: both views projected into the shared space where they are
+        aligned (L2-normalised), read by :func:`scllm_dsc.pl.alignment`.
     ``adata.uns[key_added]``
         ``connectivities_key``, ``distances_key``, ``params`` and training ``history``.
     """
@@ -249,6 +252,12 @@ def cluster(
         **(train_kwargs or {}),
     )
     latent = model.get_latent_representation()
+    views = {}
+    if use_semantic:
+        views[Key.semantic(key_added)] = model.get_latent_representation(representation="semantic")
+        views[Key.structural(key_added)] = model.get_latent_representation(
+            representation="aligned_structural"
+        )
     proba = model.predict(soft=True)
     labels, proba, k_used = _relabel_by_size(proba.argmax(1), proba)
     if k_used < proba.shape[1]:
@@ -265,6 +274,8 @@ def cluster(
     adata.obsp[Key.distances(key_added)] = prep["distances"]
     adata.obsm[Key.latent(key_added)] = latent.astype(np.float32)
     adata.obsm[Key.proba(key_added)] = proba.astype(np.float32)
+    for k, v in views.items():
+        adata.obsm[k] = np.asarray(v, dtype=np.float32)
     adata.obs[key_added] = pd.Categorical(
         labels.astype(str), categories=[str(i) for i in range(k_used)]
     )
