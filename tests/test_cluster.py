@@ -60,7 +60,14 @@ def test_outputs(clustered, adata):
     assert "recon_train" in u["history"] and len(u["history"]["recon_train"]) == 4
     # input untouched apart from documented keys
     assert (a.X != adata.X).nnz == 0
-    assert set(a.obsm) - set(adata.obsm) == {"X_scllm_dsc", "scllm_dsc_proba"}
+    assert set(a.obsm) - set(adata.obsm) == {
+        "X_scllm_dsc",
+        "scllm_dsc_proba",
+        "X_scllm_dsc_semantic",
+        "X_scllm_dsc_structural",
+    }
+    assert a.obsm["X_scllm_dsc_semantic"].shape == a.obsm["X_scllm_dsc_structural"].shape
+    np.testing.assert_allclose(np.linalg.norm(a.obsm["X_scllm_dsc_semantic"], axis=1), 1, atol=1e-4)
     assert set(a.obs.columns) - set(adata.obs.columns) == {"scllm_dsc"}
     # scanpy works on the latent and on the graph
     sc.pp.neighbors(a, use_rep="X_scllm_dsc", key_added="lat")
@@ -112,3 +119,24 @@ def test_bad_n_clusters(adata):
 
     with pytest.raises(ValueError, match="n_clusters"):
         sd.tl.cluster(adata.copy(), n_clusters=1, **FAST)
+
+
+def test_plots_on_real_cluster_output(clustered):
+    """The sd.pl diagnostics read what sd.tl.cluster writes (no fabricated keys)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import scllm_dsc as sd
+
+    scores = sd.tl.alignment_scores(clustered)
+    summary = scores["summary"]
+    # trained projection heads align matched cells better than random pairs
+    assert summary["matched_cosine"] > summary["random_cosine"]
+    fig = sd.pl.alignment(clustered, show=False, return_fig=True)
+    assert len(fig.axes) == 3
+    fig = sd.pl.training_history(clustered, show=False, return_fig=True)
+    titles = {ax.get_title() for ax in fig.axes}
+    assert any("recon" in t for t in titles)
+    plt.close("all")
