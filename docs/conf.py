@@ -4,8 +4,6 @@
 #     PYTHONPATH=src python -m sphinx -W -b html docs docs/_build/html
 # Intersphinx links (python, numpy, anndata, scanpy, scvi-tools, torch) need network; they are
 # switched on on Read the Docs (READTHEDOCS is set there) or with SCLLM_DSC_DOCS_INTERSPHINX=1.
-# SCLLM_DSC_DOCS_PENDING=1 turns "autosummary: failed to import" warnings for API entries that
-# do not exist yet into log messages (for branches that document an API before it lands).
 from __future__ import annotations
 
 import logging
@@ -136,26 +134,3 @@ if repository_url:
     html_theme_options |= {"repository_url": repository_url, "use_repository_button": True}
 
 pygments_style = "default"
-
-
-# -- Transitional: API entries documented before they exist -------------------
-
-
-class _PendingApiFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = str(record.msg)
-        if "failed to import" in msg and "autosummary" in msg:
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg = "[pending API] " + msg
-            return True
-        return True
-
-
-def setup(app):
-    if os.environ.get("SCLLM_DSC_DOCS_PENDING"):
-        from sphinx.util import logging as sphinx_logging
-
-        for name in ("sphinx.sphinx.ext.autosummary", "sphinx.sphinx.ext.autosummary.generate"):
-            sphinx_logging.getLogger(name.removeprefix("sphinx.")).logger.addFilter(
-                _PendingApiFilter()
-            )
