@@ -122,9 +122,9 @@ METHODS = {
     "scllm_dsc": _scllm(),
     "scllm_dsc_auto": _scllm(auto=True),
     "ablation_no_semantic": _scllm(use_semantic=False),
-    "ablation_path1_only": _scllm(text_weight=1.0),
-    "ablation_path2_only": _scllm(text_weight=0.0),
-    "ablation_no_alignment": _scllm(alignment_weight=0.0),
+    "ablation_path1_only": _scllm(model_kwargs={"path_weight": 1.0}),
+    "ablation_path2_only": _scllm(model_kwargs={"path_weight": 0.0}),
+    "ablation_no_alignment": _scllm(model_kwargs={"w_align": 0.0}),
     "ablation_dec_target": _scllm(target="dec"),
 }
 DEFAULT_METHODS = [m for m in METHODS if m != "scvi_leiden_k"] + ["scvi_leiden_k"]
