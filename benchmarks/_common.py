@@ -83,28 +83,11 @@ def measure(interval: float = 0.02):
         probe.peak_mb = (peak[0] - base) / 2**20
 
 
-def neighbors(ad, n_neighbors: int = 15, random_state: int = 0, **kwargs):
-    """``sc.pp.neighbors`` that also works above 4,096 cells with scipy >= 1.17.
+def neighbors(ad, n_neighbors: int = 15, random_state: int = 0, use_rep: str = "X_pca"):
+    """``sc.pp.neighbors`` through the package's wrapper, which works above 4,096 cells."""
+    from scllm_dsc.graph import neighbors as _neighbors
 
-    scanpy 1.11 calls ``getnnz`` on pynndescent's output, which is a ``csr_array`` without
-    it; the same transformer returning a ``csr_matrix`` gives scanpy's usual result.
-    """
-    import scanpy as sc
-    from pynndescent import PyNNDescentTransformer
-    from scipy import sparse
-
-    class _Transformer(PyNNDescentTransformer):
-        def fit_transform(self, X, y=None, **kw):
-            return sparse.csr_matrix(super().fit_transform(X, y, **kw))
-
-        def transform(self, X, y=None):
-            return sparse.csr_matrix(super().transform(X, y))
-
-    if ad.n_obs > 4096 and "transformer" not in kwargs:
-        metric = kwargs.pop("metric", "euclidean")
-        kwargs["transformer"] = _Transformer(n_neighbors=n_neighbors, metric=metric,
-                                             random_state=random_state)
-    sc.pp.neighbors(ad, n_neighbors=n_neighbors, random_state=random_state, **kwargs)
+    _neighbors(ad, n_neighbors=n_neighbors, use_rep=use_rep, random_state=random_state)
 
 
 def log_normalised_pca(adata, n_top_genes: int = 2000, n_comps: int = 50, random_state: int = 0):

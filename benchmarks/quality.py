@@ -91,7 +91,7 @@ def _embedding_leiden_k(key):
         ctx.semantic()
         ad = ad_.AnnData(obs=pd.DataFrame(index=adata.obs_names))
         ad.obsm["X"] = adata.obsm[key]
-        neighbors(ad, use_rep="X", n_neighbors=15, random_state=seed, metric="cosine")
+        neighbors(ad, use_rep="X", n_neighbors=15, random_state=seed)  # unit vectors: euclidean ranks as cosine
         return leiden_with_k(ad, k, random_state=seed)
 
     return run
