@@ -90,8 +90,10 @@ def neighbors(ad, n_neighbors: int = 15, random_state: int = 0, use_rep: str = "
     _neighbors(ad, n_neighbors=n_neighbors, use_rep=use_rep, random_state=random_state)
 
 
-def log_normalised_pca(adata, n_top_genes: int = 2000, n_comps: int = 50, random_state: int = 0):
-    """scanpy's standard pipeline up to PCA on a copy; returns the processed AnnData."""
+def log_normalised_pca(
+    adata, n_top_genes: int = 2000, n_comps: int = 50, random_state: int = 0, scale: bool = False
+):
+    """scanpy's pipeline up to PCA on a copy (normalize_total, log1p, HVG, [scale], PCA)."""
     import scanpy as sc
 
     ad = adata.copy()
@@ -100,33 +102,7 @@ def log_normalised_pca(adata, n_top_genes: int = 2000, n_comps: int = 50, random
     sc.pp.log1p(ad)
     sc.pp.highly_variable_genes(ad, n_top_genes=min(n_top_genes, ad.n_vars))
     ad = ad[:, ad.var["highly_variable"]].copy()
-    sc.pp.scale(ad, max_value=10)
+    if scale:
+        sc.pp.scale(ad, max_value=10)
     sc.pp.pca(ad, n_comps=min(n_comps, ad.n_vars - 1, ad.n_obs - 1), random_state=random_state)
     return ad
-
-
-def leiden_with_k(ad, k: int, random_state: int = 0, neighbors_key: str | None = None,
-                  lo: float = 0.01, hi: float = 5.0, max_iter: int = 30):
-    """Leiden labels with the resolution bisected until the number of clusters equals ``k``.
-
-    Returns the labels closest to ``k`` found (exact in almost all cases).
-    """
-    import scanpy as sc
-
-    best, best_gap = None, np.inf
-    for _ in range(max_iter):
-        res = (lo + hi) / 2
-        sc.tl.leiden(ad, resolution=res, random_state=random_state, key_added="_bench",
-                     flavor="igraph", n_iterations=2, neighbors_key=neighbors_key)
-        labels = ad.obs["_bench"].to_numpy()
-        n = len(np.unique(labels))
-        if abs(n - k) < best_gap:
-            best, best_gap = labels.copy(), abs(n - k)
-        if n == k:
-            break
-        if n < k:
-            lo = res
-        else:
-            hi = res
-    del ad.obs["_bench"]
-    return best

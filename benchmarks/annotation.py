@@ -40,7 +40,6 @@ from _common import (  # noqa: E402
     DEFAULT_DATA,
     DEFAULT_GENETEXT,
     RESULTS,
-    leiden_with_k,
     log_normalised_pca,
     neighbors,
     species_of,
@@ -61,9 +60,10 @@ def group_cells(adata, k: int, how: str, seed: int = 0) -> np.ndarray:
     if how == "truth":
         return adata.obs["cell_type"].astype(str).to_numpy()
     if how == "leiden":
+        from scllm_dsc.graph import leiden_n_clusters
+
         ad = log_normalised_pca(adata, random_state=seed)
-        neighbors(ad, n_neighbors=15, random_state=seed)
-        return leiden_with_k(ad, k, random_state=seed).astype(str)
+        return leiden_n_clusters(ad.obsm["X_pca"], k, random_state=seed).astype(str)
     if how == "scllm_dsc":
         import scllm_dsc as sd
 

@@ -28,6 +28,7 @@ _FEATURES = "_scllm_dsc_features"
 _NN_IDX = "_scllm_dsc_nn_indices"
 _NN_W = "_scllm_dsc_nn_weights"
 _INDICES = "_indices"
+_INIT_MAX_CELLS = 50_000
 
 
 def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 600) -> int:
@@ -114,6 +115,10 @@ class SCLLMDSC(BaseModelClass):
         Clustering target: ``"sinkhorn"`` (optimal transport on Q^5, default) or ``"dec"``.
     resolution
         Leiden resolution used when ``n_clusters`` is ``None``.
+    init
+        How the cluster centres are initialised from the pre-trained fused latent when
+        ``n_clusters`` is given: ``"leiden"`` (resolution bisected to ``n_clusters``; keeps
+        rare populations) or ``"kmeans"``. Computed on at most 50,000 sampled cells.
     **module_kwargs
         Passed to :class:`~scllm_dsc.module.SCLLMDSCModule` (loss weights, ``tau``...).
 
@@ -141,11 +146,14 @@ class SCLLMDSC(BaseModelClass):
         path_weight: float = 0.5,
         target: Literal["sinkhorn", "dec"] = "sinkhorn",
         resolution: float = 1.0,
+        init: Literal["leiden", "kmeans"] = "leiden",
         **module_kwargs,
     ):
         super().__init__(adata)
         if n_clusters is not None and int(n_clusters) < 2:
             raise ValueError(f"`n_clusters` must be >= 2 or None, got {n_clusters}.")
+        if init not in ("leiden", "kmeans"):
+            raise ValueError(f"`init` must be 'leiden' or 'kmeans', got {init!r}.")
         if target not in ("sinkhorn", "dec"):
             raise ValueError(f"`target` must be 'sinkhorn' or 'dec', got {target!r}.")
         n_features = self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES).shape[1]
@@ -163,6 +171,7 @@ class SCLLMDSC(BaseModelClass):
         self.n_clusters = None if n_clusters is None else int(n_clusters)
         self.target_kind = target
         self.resolution = resolution
+        self.init = init
         self.module = self._module_cls(
             n_genes=self.summary_stats.n_vars,
             n_features=n_features,
@@ -419,25 +428,44 @@ class SCLLMDSC(BaseModelClass):
         self.module.eval()
 
     def _init_clusters(self) -> None:
-        """Centres from k-means (``n_clusters`` given) or Leiden on the fused latent."""
+        """Centres of the clusters of the pre-trained fused latent (see ``init``)."""
+        from ..graph import leiden_labels, leiden_n_clusters
+
         z = self.get_latent_representation()
         rs = getattr(self, "_random_state", 0)
-        if self.n_clusters is not None:
-            from sklearn.cluster import KMeans
-
-            km = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=rs).fit(z)
-            centers = km.cluster_centers_
-        else:
-            labels = _leiden_labels(z, self.resolution, rs)
-            k = int(labels.max()) + 1
-            if k < 2:
+        rng = np.random.default_rng(rs)
+        # the initial partition is computed on at most `_INIT_MAX_CELLS` cells: enough to
+        # place the centres, and it keeps Leiden's cost bounded on millions of cells
+        sub = np.sort(rng.choice(len(z), _INIT_MAX_CELLS, replace=False)) if len(
+            z
+        ) > _INIT_MAX_CELLS else slice(None)
+        zs = z[sub]
+        if self.n_clusters is None:
+            labels = leiden_labels(zs, self.resolution, random_state=rs)
+            if int(labels.max()) + 1 < 2:
                 raise RuntimeError(
                     "Leiden found a single cluster on the pre-trained latent; increase "
                     "`resolution` or pass `n_clusters`."
                 )
-            centers = np.stack([z[labels == j].mean(0) for j in range(k)])
+        elif self.init == "kmeans":
+            from sklearn.cluster import KMeans
+
+            labels = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=rs).fit_predict(zs)
+        else:
+            labels = leiden_n_clusters(zs, self.n_clusters, random_state=rs)
+        k = int(labels.max()) + 1
+        centers = np.stack([zs[labels == j].mean(0) for j in range(k)])
+        if self.n_clusters is None:
             self.n_clusters = k
             self.init_params_["non_kwargs"]["n_clusters"] = k
+        elif k != self.n_clusters:
+            # Leiden found no resolution giving exactly k: split/merge with k-means on centres
+            from sklearn.cluster import KMeans
+
+            logger.info("Leiden gave %d clusters instead of %d; completing with k-means.", k,
+                        self.n_clusters)
+            km = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=rs).fit(zs)
+            centers = km.cluster_centers_
         self.module.init_centers(torch.as_tensor(centers, dtype=torch.float32))
 
     @torch.no_grad()
@@ -528,22 +556,3 @@ class SCLLMDSC(BaseModelClass):
         q = self._soft_assignments(adata, indices, batch_size)
         return q if soft else q.argmax(1)
 
-
-def _leiden_labels(z: np.ndarray, resolution: float, random_state: int) -> np.ndarray:
-    import anndata as ad
-    import scanpy as sc
-
-    tmp = ad.AnnData(np.zeros((z.shape[0], 0), dtype=np.float32))
-    tmp.obsm["X_z"] = np.asarray(z, dtype=np.float32)
-    from ..graph import neighbors
-
-    neighbors(tmp, n_neighbors=15, use_rep="X_z", random_state=random_state)
-    sc.tl.leiden(
-        tmp,
-        resolution=resolution,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        random_state=random_state,
-    )
-    return tmp.obs["leiden"].astype(int).to_numpy()

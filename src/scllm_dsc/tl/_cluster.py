@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -160,7 +161,8 @@ def cluster(
         With ``use_semantic=True``: both views projected into the shared space where they are
         aligned (L2-normalised), read by :func:`scllm_dsc.pl.alignment`.
     ``adata.uns[key_added]``
-        ``connectivities_key``, ``distances_key``, ``params`` and training ``history``.
+        ``connectivities_key``, ``distances_key``, ``params``, training ``history`` and
+        ``timings`` (seconds spent on the graph, training and inference).
     """
     import anndata as ad
     import pandas as pd
@@ -202,6 +204,7 @@ def cluster(
 
     # --- structural view
     logg.info("building the sparse kNN cell graph")
+    t0 = time.perf_counter()
     prep = prepare_structural_view(
         adata, layer, key_added, n_neighbors, n_pcs, n_top_genes, n_hops, random_state
     )
@@ -219,7 +222,10 @@ def cluster(
     for k, v in semantic.items():
         work.obsm[k] = v
 
+    timings = {"graph": time.perf_counter() - t0}
+
     # --- model
+    t0 = time.perf_counter()
     torch.manual_seed(random_state)
     np.random.seed(random_state)
     SCLLMDSC.setup_anndata(
@@ -251,6 +257,8 @@ def cluster(
         random_state=random_state,
         **(train_kwargs or {}),
     )
+    timings["training"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     latent = model.get_latent_representation()
     views = {}
     if use_semantic:
@@ -262,6 +270,7 @@ def cluster(
     labels, proba, k_used = _relabel_by_size(proba.argmax(1), proba)
     if k_used < proba.shape[1]:
         logg.warning(f"{proba.shape[1] - k_used} of {proba.shape[1]} clusters ended up empty.")
+    timings["inference"] = time.perf_counter() - t0
     history = {
         key: np.asarray([float(v) for v in df.iloc[:, 0].to_numpy()], dtype=np.float64)
         for key, df in (model.history or {}).items()
@@ -297,6 +306,7 @@ def cluster(
             "layer": "X" if layer is None else layer,
         },
         "history": history,
+        "timings": timings,
     }
     logg.info(
         f"finished: {k_used} clusters in `adata.obs[{key_added!r}]`, latent in "
