@@ -154,7 +154,7 @@ METHODS = {
     "ablation_path2_only": _scllm(model_kwargs={"path_weight": 0.0}),
     "ablation_no_alignment": _scllm(model_kwargs={"w_align": 0.0}),
     "ablation_dec_target": _scllm(target="dec"),
-    "ablation_kmeans_init": _scllm(model_kwargs={"init": "kmeans"}),
+    "ablation_leiden_init": _scllm(model_kwargs={"init": "leiden"}),
     "control_random_gene_vectors": _scllm(control=True),
 }
 BASELINES = ["scanpy_leiden", "scanpy_leiden_k", "scanpy_scaled_leiden_k", "kmeans_pca",

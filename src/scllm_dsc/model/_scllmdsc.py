@@ -117,8 +117,10 @@ class SCLLMDSC(BaseModelClass):
         Leiden resolution used when ``n_clusters`` is ``None``.
     init
         How the cluster centres are initialised from the pre-trained fused latent when
-        ``n_clusters`` is given: ``"leiden"`` (resolution bisected to ``n_clusters``; keeps
-        rare populations) or ``"kmeans"``. Computed on at most 50,000 sampled cells.
+        ``n_clusters`` is given: ``"kmeans"`` (default) or ``"leiden"`` (resolution bisected
+        to ``n_clusters``). Computed on at most 50,000 sampled cells. Over 3 seeds, Leiden
+        scored 0.744 mean ARI on Zheng sorted PBMC (k-means 0.764) and 0.571 on Baron
+        pancreas (k-means 0.566); see the benchmarks page.
     **module_kwargs
         Passed to :class:`~scllm_dsc.module.SCLLMDSCModule` (loss weights, ``tau``...).
 
@@ -146,14 +148,14 @@ class SCLLMDSC(BaseModelClass):
         path_weight: float = 0.5,
         target: Literal["sinkhorn", "dec"] = "sinkhorn",
         resolution: float = 1.0,
-        init: Literal["leiden", "kmeans"] = "leiden",
+        init: Literal["kmeans", "leiden"] = "kmeans",
         **module_kwargs,
     ):
         super().__init__(adata)
         if n_clusters is not None and int(n_clusters) < 2:
             raise ValueError(f"`n_clusters` must be >= 2 or None, got {n_clusters}.")
-        if init not in ("leiden", "kmeans"):
-            raise ValueError(f"`init` must be 'leiden' or 'kmeans', got {init!r}.")
+        if init not in ("kmeans", "leiden"):
+            raise ValueError(f"`init` must be 'kmeans' or 'leiden', got {init!r}.")
         if target not in ("sinkhorn", "dec"):
             raise ValueError(f"`target` must be 'sinkhorn' or 'dec', got {target!r}.")
         n_features = self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES).shape[1]
