@@ -197,3 +197,18 @@ def merge(*outputs: dict) -> dict:
             out.setdefault(k, [])
             out[k] += [x for x in v if x not in out[k]]
     return out
+
+
+def pipeline(model: str) -> dict[str, np.ndarray]:
+    """Both semantic paths (tiny text model) and the clustering of 200 PBMC cells."""
+    from conftest import read_dataset
+
+    import scllm_dsc as sd
+
+    a = read_dataset("PBMC68k_reduced_700")[:200, :300].copy()
+    sd.tl.embed_genes(a, tiny_knowledge(a.var_names), model=model, species="human")
+    sd.tl.cell_sentences(a, model=model)
+    sd.tl.cluster(a, n_clusters=3, **FAST)
+    out = {k: np.asarray(a.obsm[k]) for k in ("X_gene_text", "X_cell_sentence", "X_scllm_dsc")}
+    out["labels"] = a.obs["scllm_dsc"].to_numpy().astype(str)
+    return out
