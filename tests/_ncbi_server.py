@@ -1,7 +1,8 @@
 """A local stand-in for NCBI E-utilities (db=gene, JSON), for offline tests.
 
 It answers ``esearch.fcgi`` and ``esummary.fcgi`` in NCBI's documented JSON layout and can be
-told to fail: HTTP 429 with ``Retry-After``, HTTP 500, or answer slower than a timeout.
+told to fail: HTTP 429 with ``Retry-After``, HTTP 500 or 400, answer slower than a timeout,
+answer with something that is not JSON, or close the connection without an answer.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def default_genes() -> list[Gene]:
 @dataclass
 class FakeNCBI:
     genes: list[Gene] = field(default_factory=default_genes)
-    # failure modes consumed one per request: "429", "500", "slow"
+    # failure modes consumed one per request: "429", "500", "400", "slow", "garbage", "drop";
+    # None answers normally
     failures: list[str] = field(default_factory=list)
     retry_after: str = "2"
     slow_seconds: float = 1.0
@@ -86,6 +88,24 @@ class FakeNCBI:
                     self.send_response(500)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if failure == "400":
+                    data = b"Bad Request: unknown parameter"
+                    self.send_response(400)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if failure == "drop":  # close the connection without any answer
+                    self.close_connection = True
+                    return
+                if failure == "garbage":
+                    data = b"<html>Service temporarily unavailable</html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                     return
                 if failure == "slow":
                     time.sleep(fake.slow_seconds)

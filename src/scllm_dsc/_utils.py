@@ -74,8 +74,53 @@ def iter_row_chunks(X, chunk_size: int = 4096):
         yield start, stop, block
 
 
+def to_csr(X, dtype=None, copy: bool = False) -> sparse.csr_matrix:
+    """``X`` (dense, sparse or backed) as an in-memory CSR matrix.
+
+    Backed matrices are read in row chunks. With ``copy=False`` an in-memory CSR matrix of
+    the right dtype is returned as it is, so never modify the result in place.
+    """
+    if sparse.issparse(X) or isinstance(X, np.ndarray):
+        return sparse.csr_matrix(X, dtype=dtype, copy=copy)
+    blocks = [sparse.csr_matrix(b, dtype=dtype) for _, _, b in iter_row_chunks(X)]
+    if not blocks:
+        return sparse.csr_matrix(X.shape, dtype=dtype or X.dtype)
+    return sparse.csr_matrix(sparse.vstack(blocks, format="csr"), dtype=dtype)
+
+
+def check_values(X, layer: str | None = None, *, allow_negative: bool = False) -> None:
+    """Raise a clear error if ``X`` holds NaN, infinite or (unless allowed) negative values.
+
+    Scans every row, in chunks, so backed matrices are never loaded at once.
+    """
+    where = f"layer {layer!r}" if layer else "`adata.X`"
+    n_bad = n_neg = 0
+    for _, _, block in iter_row_chunks(X):
+        vals = block.data if sparse.issparse(block) else np.asarray(block).ravel()
+        if vals.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{where} has dtype {vals.dtype}; expected numbers (raw counts or "
+                "normalised expression)."
+            )
+        if vals.dtype.kind == "f":
+            n_bad += int((~np.isfinite(vals)).sum())
+        if not allow_negative and vals.dtype.kind in "if":
+            n_neg += int((vals < 0).sum())
+    if n_bad:
+        raise ValueError(
+            f"{where} has {n_bad} NaN or infinite values; expression must be finite. Fix or "
+            "remove them (e.g. `np.nan_to_num`, or drop the affected cells/genes), or pass "
+            "`layer=` with the raw counts."
+        )
+    if n_neg:
+        raise ValueError(
+            f"{where} has {n_neg} negative values (scaled data?). Pass `layer=` with raw "
+            "counts (or non-negative normalised expression)."
+        )
+
+
 def looks_like_counts(X, n_rows: int = 500) -> bool:
-    """Heuristic: are the first ``n_rows`` rows non-negative integers?"""
+    """Heuristic: are the first ``n_rows`` rows finite non-negative integers?"""
     block = X[: min(n_rows, X.shape[0])]
     if sparse.issparse(block):
         vals = block.data
@@ -86,7 +131,9 @@ def looks_like_counts(X, n_rows: int = 500) -> bool:
     if vals.size == 0:
         return True
     vals = vals.astype(np.float64, copy=False)
-    return bool(np.all(vals >= 0) and np.allclose(vals, np.round(vals)))
+    return bool(
+        np.all(np.isfinite(vals)) and np.all(vals >= 0) and np.allclose(vals, np.round(vals))
+    )
 
 
 class TopK(NamedTuple):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from scipy import sparse
 
-from .._utils import get_matrix, looks_like_counts
+from .._utils import check_values, get_matrix, looks_like_counts, to_csr
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -145,15 +145,22 @@ def build_graph(
     import scanpy as sc
 
     X = get_matrix(adata, layer)
-    if not looks_like_counts(X):
-        raise ValueError(
-            "The expression matrix does not look like raw counts (negative or non-integer "
-            "values). Pass `layer=` with the name of the raw counts layer."
-        )
     n_obs, n_vars = X.shape
     if n_obs < 3:
-        raise ValueError(f"Need at least 3 cells to build a cell graph, got {n_obs}.")
-    X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
+        raise ValueError(
+            f"Need at least 3 cells to build a cell graph, got {n_obs}; clustering needs more "
+            "cells."
+        )
+    if n_vars < 2:
+        raise ValueError(f"Need at least 2 genes to build a cell graph, got {n_vars}.")
+    check_values(X, layer)
+    if not looks_like_counts(X):
+        raise ValueError(
+            "The expression matrix does not look like raw counts (non-integer values, e.g. "
+            "log-normalised data). Pass `layer=` with the name of the raw counts layer "
+            f"(layers: {list(adata.layers)})."
+        )
+    X = to_csr(X, np.float32, copy=True)  # normalised in place below
     tmp = ad.AnnData(X)
     sc.pp.normalize_total(tmp, target_sum=target_sum)
     sc.pp.log1p(tmp)

@@ -174,7 +174,9 @@ class EUtilsClient:
                 raise _Retryable(f"HTTP {e.code}", _retry_after(e.headers)) from e
             detail = e.read()[:300].decode("utf-8", "replace") if e.fp is not None else ""
             raise RuntimeError(
-                f"NCBI E-utilities answered HTTP {e.code} for {url}: {detail}".strip()
+                f"NCBI E-utilities answered HTTP {e.code} for {url}: {detail.strip()!r}. This "
+                "is not a temporary failure: check `base_url=` and `api_key=` (an invalid key "
+                f"is refused). {OFFLINE_HINT}"
             ) from e
         except urllib.error.URLError as e:
             reason = e.reason

@@ -63,8 +63,8 @@ def read_columns(
 
     import pandas as pd
 
-    sep = _separator(path)
     try:
+        sep = _separator(path)
         header = pd.read_csv(path, sep=sep, nrows=0).columns
     except Exception as e:  # noqa: BLE001 - any parse failure gets the same explanation
         raise ValueError(f"Could not read the {what} {str(path)!r}: {e}. {help}") from e
@@ -74,9 +74,16 @@ def read_columns(
             f"The {what} {str(path)!r} lacks the column(s) {missing}; it has {list(header)}. "
             f"{help}"
         )
-    df = pd.read_csv(
-        path, sep=sep, usecols=list(columns), dtype=str, keep_default_na=False, na_filter=False
-    )
+    try:
+        df = pd.read_csv(
+            path, sep=sep, usecols=list(columns), dtype=str, keep_default_na=False,
+            na_filter=False,
+        )
+    except Exception as e:  # noqa: BLE001 - truncated gzip, bad rows, encoding...
+        raise ValueError(
+            f"Could not read the {what} {str(path)!r} ({type(e).__name__}: {e}); the file may be "
+            f"truncated or corrupt (an interrupted download?): download or write it again. {help}"
+        ) from e
     out = {c: df[c].tolist() for c in columns}
     with _CACHE_LOCK:
         _TABLE_CACHE[key] = out
@@ -228,8 +235,13 @@ class TableKnowledge(_MappingKnowledge):
         )
         import pandas as pd
 
-        sep = _separator(self.alias_path)
-        header = pd.read_csv(self.alias_path, sep=sep, nrows=0).columns
+        try:
+            sep = _separator(self.alias_path)
+            header = pd.read_csv(self.alias_path, sep=sep, nrows=0).columns
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(
+                f"Could not read the alias table {str(self.alias_path)!r}: {e}. {help_}"
+            ) from e
         cols = ["alias", "symbol"] + (["ambiguous"] if "ambiguous" in header else [])
         t = read_columns(self.alias_path, cols, what="alias table", help=help_)
         flags = t.get("ambiguous", [""] * len(t["alias"]))

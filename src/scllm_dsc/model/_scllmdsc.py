@@ -156,6 +156,12 @@ class SCLLMDSC(BaseModelClass):
             raise ValueError(f"`n_clusters` must be >= 2 or None, got {n_clusters}.")
         if init not in ("kmeans", "leiden"):
             raise ValueError(f"`init` must be 'kmeans' or 'leiden', got {init!r}.")
+        n_cells = self.summary_stats.n_cells
+        if n_clusters is not None and int(n_clusters) >= n_cells:
+            raise ValueError(
+                f"`n_clusters`={n_clusters} must be smaller than the number of cells "
+                f"({n_cells}); pass fewer clusters or `n_clusters=None`."
+            )
         if target not in ("sinkhorn", "dec"):
             raise ValueError(f"`target` must be 'sinkhorn' or 'dec', got {target!r}.")
         n_features = self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES).shape[1]
@@ -362,7 +368,10 @@ class SCLLMDSC(BaseModelClass):
             The clustering target is recomputed over all cells every ``update_interval``
             epochs of the joint phase.
         random_state
-            Seed of torch, numpy and the centre initialisation.
+            Seed of torch, numpy and the centre initialisation during training. The initial
+            weights are drawn when the model is created: for identical results set
+            ``scvi.settings.seed`` (or call ``torch.manual_seed``) before creating it
+            (:func:`scllm_dsc.tl.cluster` does this for you).
         plan_kwargs
             Passed to :class:`~scllm_dsc.model.SCLLMDSCTrainingPlan` (``lr``...).
         datasplitter_kwargs
@@ -406,6 +415,7 @@ class SCLLMDSC(BaseModelClass):
             dtype=torch.float32,
         )
         self.module.set_graph_features(feats)
+        sigint = _sigint_handler()
         try:
             self.module.clustering = False
             self.module.set_target(None)
@@ -422,10 +432,21 @@ class SCLLMDSC(BaseModelClass):
                     update_interval=update_interval,
                     **common,
                 )
+        except SystemExit as e:
+            # Lightning answers Ctrl+C with sys.exit(1) after a graceful shutdown; give the
+            # caller (a notebook) the KeyboardInterrupt back instead of an exit.
+            if isinstance(e.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt(
+                    "training interrupted; the model keeps the weights of the last step "
+                    "(call `train()` again to train it further)"
+                ) from None
+            raise
         finally:
             self.module.clustering = False
             self.module.set_target(None)
             self.module.graph_features = torch.zeros(0, feats.shape[1])
+            self.module.eval()
+            _restore_sigint(sigint)
         self.is_trained_ = True
         self.module.eval()
 
@@ -557,4 +578,25 @@ class SCLLMDSC(BaseModelClass):
         self._check_if_trained(warn=False)
         q = self._soft_assignments(adata, indices, batch_size)
         return q if soft else q.argmax(1)
+
+
+def _sigint_handler():
+    import signal
+
+    try:
+        return signal.getsignal(signal.SIGINT)
+    except ValueError:  # pragma: no cover - not the main interpreter
+        return None
+
+
+def _restore_sigint(handler) -> None:
+    """Put back the SIGINT handler Lightning may have replaced by SIG_IGN on an interrupt."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
+
 

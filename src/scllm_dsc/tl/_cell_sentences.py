@@ -140,7 +140,7 @@ def cell_sentences(
         enc = get_encoder(
             model, pooling=pooling, device=device, batch_size=batch_size, max_length=max_length
         )
-        nonempty = np.array([len(s) > 0 for s in sentences])
+        nonempty = np.array([len(s) > 0 for s in sentences], dtype=bool)
         emb = np.zeros((len(sentences), enc.dim), dtype=np.float32)
         if nonempty.any():
             todo = [s for s, ok in zip(sentences, nonempty, strict=True) if ok]

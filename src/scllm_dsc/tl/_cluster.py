@@ -11,7 +11,7 @@ from scipy import sparse
 
 from .._constants import Key
 from .._docs import inject_docs
-from .._utils import get_matrix, looks_like_counts, resolve_adata
+from .._utils import check_values, get_matrix, looks_like_counts, resolve_adata, to_csr
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -33,9 +33,10 @@ def _compute_semantic(adata: AnnData, layer: str | None, missing: list[str]) -> 
     from . import cell_sentences, embed_genes
 
     tools = {"embed_genes": embed_genes, "cell_sentences": cell_sentences}
-    work = ad.AnnData(
-        X=get_matrix(adata, layer), obs=adata.obs[[]].copy(), var=adata.var.copy()
-    )
+    X = get_matrix(adata, layer)
+    if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
+        X = to_csr(X)  # backed: read into memory once
+    work = ad.AnnData(X=X, obs=adata.obs[[]].copy(), var=adata.var.copy())
     out = {}
     for key in missing:
         name = _SEMANTIC_TOOLS[key]
@@ -174,15 +175,27 @@ def cluster(
     adata = resolve_adata(adata, mod)
     if copy:
         adata = adata.copy()
-    if n_clusters is not None and (int(n_clusters) != n_clusters or n_clusters < 2):
-        raise ValueError(f"`n_clusters` must be an integer >= 2 or None, got {n_clusters!r}.")
-    if n_clusters is not None and n_clusters >= adata.n_obs:
-        raise ValueError(f"`n_clusters`={n_clusters} must be smaller than n_obs={adata.n_obs}.")
+    if n_clusters is not None:
+        try:
+            ok = not isinstance(n_clusters, bool | str) and int(n_clusters) == n_clusters
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or n_clusters < 2:
+            raise ValueError(
+                f"`n_clusters` must be an integer >= 2 or None (estimate it), got {n_clusters!r}."
+            )
+        if n_clusters >= adata.n_obs:
+            raise ValueError(
+                f"`n_clusters`={n_clusters} must be smaller than the number of cells "
+                f"(n_obs={adata.n_obs}); pass fewer clusters or `n_clusters=None`."
+            )
     X = get_matrix(adata, layer)
+    check_values(X, layer)
     if not looks_like_counts(X):
         raise ValueError(
             "sd.tl.cluster needs raw counts (non-negative integers); "
-            + ("`adata.X` does not look like counts. Pass `layer=` with the counts layer."
+            + ("`adata.X` does not look like counts (log-normalised?). Pass `layer=` with the "
+               f"counts layer (layers: {list(adata.layers)})."
                if layer is None else f"layer {layer!r} does not look like counts.")
         )
 
@@ -208,7 +221,7 @@ def cluster(
     prep = prepare_structural_view(
         adata, layer, key_added, n_neighbors, n_pcs, n_top_genes, n_hops, random_state
     )
-    counts = sparse.csr_matrix(X)[:, np.flatnonzero(prep["highly_variable"])]
+    counts = to_csr(X)[:, np.flatnonzero(prep["highly_variable"])]
     work = ad.AnnData(
         X=sparse.csr_matrix(counts, dtype=np.float32),
         obs=pd.DataFrame(index=adata.obs_names.copy()),

@@ -162,6 +162,7 @@ def embed_genes(
     """
     from ..encoders import get_encoder
     from ..knowledge import get_knowledge, infer_species, match_genes
+    from ..knowledge._match import _ensembl_id
 
     if int(n_top_genes) < 1:
         raise ValueError(f"`n_top_genes` must be a positive integer, got {n_top_genes}.")
@@ -189,10 +190,20 @@ def embed_genes(
     match = match_genes(names, source, ensembl_ids=ensembl_ids)
     found = np.asarray(match.found, dtype=bool)
     if not found.any():
+        hint = (
+            "Check `species=`, `gene_symbols=` (a var column with symbols) or `ensembl_ids=`."
+        )
+        n_ens = sum(_ensembl_id(n) is not None for n in names)
+        if len(names) and n_ens >= 0.5 * len(names) and not source.ensembl():
+            hint = (
+                "The gene names are Ensembl IDs and this knowledge source has no Ensembl ID "
+                "table: pass `gene_symbols=` naming a var column with gene symbols (columns: "
+                f"{list(ad.var.columns)}), or use a gene text table with an "
+                f"'{species}_ensembl_to_symbol.tsv.gz' file next to it."
+            )
         raise ValueError(
             f"No gene of the dataset has a text in the knowledge source {source.name!r} "
-            f"(first genes: {list(names[:5])}). Check `species=`, `gene_symbols=` (a var column "
-            "with symbols) or `ensembl_ids=`."
+            f"(first genes: {list(names[:5])}). {hint}"
         )
 
     # coverage among expressed genes

@@ -7,7 +7,7 @@ import re
 import numpy as np
 from scipy import sparse
 
-from .._utils import iter_row_chunks, looks_like_counts
+from .._utils import check_values, iter_row_chunks, looks_like_counts
 
 _R_SUFFIX = re.compile(r"\.\d+$")
 _ACCESSION = re.compile(r"^[A-Z]{1,2}\d{5,}\.\d+$")  # GenBank clone names like AL645728.1
@@ -45,20 +45,10 @@ def strip_r_suffix(symbols) -> np.ndarray:
 
 
 def check_expression(X, layer: str | None) -> bool:
-    """Validate the expression matrix; return whether it looks like raw counts."""
-    is_counts = looks_like_counts(X)
-    if not is_counts:
-        block = X[: min(500, X.shape[0])]
-        vals = block.data if sparse.issparse(block) else np.asarray(
-            block.toarray() if hasattr(block, "toarray") else block
-        )
-        if np.size(vals) and np.min(vals) < 0:
-            where = f"layer {layer!r}" if layer else "`adata.X`"
-            raise ValueError(
-                f"{where} has negative values (scaled data?). Pass `layer=` with raw counts "
-                "(or non-negative normalised expression)."
-            )
-    return is_counts
+    """Validate the expression matrix (finite, non-negative: every row is checked); return
+    whether it looks like raw counts."""
+    check_values(X, layer)
+    return looks_like_counts(X)
 
 
 def normalize_block(block, is_counts: bool, target_sum: float = 1e4):
