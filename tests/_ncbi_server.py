@@ -15,6 +15,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 
 @dataclass
 class Gene:
@@ -201,3 +203,38 @@ class FakeNCBI:
                 },
             }
         return {"header": {"type": "esummary", "version": "0.3"}, "result": result}
+
+
+# --- pytest fixtures shared by the NCBI test modules (import them by name) ---------------------
+CD3E_TEXT = (
+    "CD3E: CD3 epsilon subunit of T-cell receptor complex. "
+    "The protein encoded by this gene is the CD3-epsilon polypeptide."
+)
+
+
+@pytest.fixture
+def server():
+    """A running :class:`FakeNCBI`, closed after the test."""
+    s = FakeNCBI()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def make(server, tmp_path):
+    """Factory of :class:`~scllm_dsc.knowledge.NCBIKnowledge` clients of ``server``."""
+    from scllm_dsc.knowledge import NCBIKnowledge
+
+    def _make(**kw):
+        opts = dict(
+            base_url=server.base_url,
+            cache_dir=tmp_path / "ncbi",
+            timeout=2.0,
+            max_retries=3,
+            backoff=0.001,
+            requests_per_second=1000,
+        )
+        opts.update(kw)
+        return NCBIKnowledge(**opts)
+
+    return _make

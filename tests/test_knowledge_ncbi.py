@@ -6,39 +6,9 @@ import json
 import socket
 
 import pytest
-from _ncbi_server import FakeNCBI
+from _ncbi_server import CD3E_TEXT, FakeNCBI, make, server  # noqa: F401 (fixtures)
 
 from scllm_dsc.knowledge import NCBIKnowledge, get_knowledge, match_genes
-
-CD3E_TEXT = (
-    "CD3E: CD3 epsilon subunit of T-cell receptor complex. "
-    "The protein encoded by this gene is the CD3-epsilon polypeptide."
-)
-
-
-@pytest.fixture
-def server():
-    s = FakeNCBI()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def make(server, tmp_path):
-    def _make(**kw):
-        opts = dict(
-            base_url=server.base_url,
-            cache_dir=tmp_path / "ncbi",
-            timeout=2.0,
-            max_retries=3,
-            backoff=0.001,
-            requests_per_second=1000,
-        )
-        opts.update(kw)
-        return NCBIKnowledge(**opts)
-
-    return _make
-
 
 def test_texts_built_like_the_tables(server, make):
     k = make(email="me@example.org", api_key="KEY")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from _helpers import FAST, adata_fingerprint, semantic_standin
-from _ncbi_server import FakeNCBI
+from _ncbi_server import CD3E_TEXT, FakeNCBI, make, server  # noqa: F401 (fixtures)
 from conftest import read_dataset
 
 import scllm_dsc as sd
@@ -30,37 +30,7 @@ from scllm_dsc.knowledge import NCBIKnowledge
 
 torch.set_num_threads(1)
 SRC = Path(__file__).resolve().parents[2] / "src"
-CD3E_TEXT = (
-    "CD3E: CD3 epsilon subunit of T-cell receptor complex. "
-    "The protein encoded by this gene is the CD3-epsilon polypeptide."
-)
-
-
 # -- helpers ------------------------------------------------------------------------------------
-@pytest.fixture
-def server():
-    s = FakeNCBI()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def make(server, tmp_path):
-    def _make(**kw):
-        opts = dict(
-            base_url=server.base_url,
-            cache_dir=tmp_path / "ncbi",
-            timeout=2.0,
-            max_retries=3,
-            backoff=0.001,
-            requests_per_second=1000,
-        )
-        opts.update(kw)
-        return NCBIKnowledge(**opts)
-
-    return _make
-
-
 def _python(code: str, *args, wait: bool = True):
     """Run ``code`` in a fresh interpreter that imports this checkout of the package."""
     env = dict(os.environ)
