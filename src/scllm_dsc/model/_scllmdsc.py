@@ -104,11 +104,17 @@ class SCLLMDSC(BaseModelClass):
         Number of clusters. ``None`` estimates it label-free with Leiden on the pre-trained
         fused latent (at ``resolution``).
     n_latent
-        Width of the structural latent and the shared projection space.
+        Width of the structural latent and the shared projection space. The default, 16, is
+        the paper backbone's width. With the structural view alone on Baron pancreas
+        (seeds 0 and 1), the labels scored 0.601 mean ARI at 8, 0.629 at 16, 0.583 at 32 and
+        0.560 at 64 (see the benchmarks page).
     n_hidden
         Hidden width of encoder and decoder.
     semantic_weight
-        Weight of the semantic head in the fused latent (ignored without semantic view).
+        Weight of the semantic head in the fused latent (ignored without semantic view): the
+        share of squared distances it contributes. At ``n_latent=16`` (seeds 0 and 1), 0.15
+        scored 0.607 mean ARI on Baron pancreas and 0.759 on Zheng sorted PBMC; 0.3 scored
+        0.590 and 0.753.
     path_weight
         Weight of Path 1 in ``Z_text = w z1 + (1 - w) z2``.
     target
@@ -142,9 +148,9 @@ class SCLLMDSC(BaseModelClass):
         self,
         adata: AnnData,
         n_clusters: int | None = None,
-        n_latent: int = 32,
+        n_latent: int = 16,
         n_hidden: int = 128,
-        semantic_weight: float = 0.3,
+        semantic_weight: float = 0.15,
         path_weight: float = 0.5,
         target: Literal["sinkhorn", "dec"] = "sinkhorn",
         resolution: float = 1.0,

@@ -93,7 +93,7 @@ class SCLLMDSCModule(BaseModuleClass):
         n_features: int,
         n_text: int = 0,
         n_clusters: int = 0,
-        n_latent: int = 32,
+        n_latent: int = 16,
         n_hidden: int = 256,
         path_weight: float = 0.5,
         semantic_weight: float = 0.5,

@@ -84,8 +84,8 @@ def cluster(
     n_pcs: int = 50,
     n_top_genes: int = 2000,
     n_hops: int = 2,
-    n_latent: int = 32,
-    semantic_weight: float = 0.3,
+    n_latent: int = 16,
+    semantic_weight: float = 0.15,
     target: Literal["sinkhorn", "dec"] = "sinkhorn",
     max_epochs: int | None = None,
     pretrain_epochs: int | None = None,
@@ -129,7 +129,7 @@ def cluster(
     n_hops
         Graph propagation steps of the encoder input.
     n_latent
-        Latent width.
+        Latent width (see :class:`~scllm_dsc.model.SCLLMDSC`).
     semantic_weight
         Weight of the semantic view in the fused latent.
     target
