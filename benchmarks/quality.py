@@ -155,6 +155,8 @@ METHODS = {
     "ablation_no_alignment": _scllm(model_kwargs={"w_align": 0.0}),
     "ablation_dec_target": _scllm(target="dec"),
     "ablation_leiden_init": _scllm(model_kwargs={"init": "leiden"}),
+    "option_augment": _scllm(augment=True),
+    "option_gene_graph": _scllm(gene_graph=True),
     "control_random_gene_vectors": _scllm(control=True),
 }
 BASELINES = ["scanpy_leiden", "scanpy_leiden_k", "scanpy_scaled_leiden_k", "kmeans_pca",

@@ -26,6 +26,9 @@ class CellGraph(NamedTuple):
     """Boolean mask over genes: the genes the PCA used."""
     params: dict
     """Parameters, in the layout of ``adata.uns[key]["params"]`` of :func:`scanpy.pp.neighbors`."""
+    gene_profiles: np.ndarray | None = None
+    """Each highly variable gene's place in the PCA: loadings times the components' standard
+    deviations (genes x ``n_pcs``); the input of :func:`~scllm_dsc.graph.gene_graph`."""
 
 
 def knn_transformer(n_neighbors: int, random_state: int = 0):
@@ -189,6 +192,9 @@ def build_graph(
         np.asarray(tmp.obsm["X_pca"], dtype=np.float32),
         hvg,
         params,
+        np.asarray(
+            tmp.varm["PCs"] * np.sqrt(tmp.uns["pca"]["variance"])[None, :], dtype=np.float32
+        ),
     )
 
 

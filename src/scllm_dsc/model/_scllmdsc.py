@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, NumericalObsField, ObsmField
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 _FEATURES = "_scllm_dsc_features"
 _NN_IDX = "_scllm_dsc_nn_indices"
 _NN_W = "_scllm_dsc_nn_weights"
+_DROP = "_scllm_dsc_features_drop"
+_PPR = "_scllm_dsc_features_ppr"
+_GENE_GRAPH = "_scllm_dsc_gene_graph"
 _INDICES = "_indices"
 _INIT_MAX_CELLS = 50_000
 
@@ -51,14 +55,22 @@ def prepare_structural_view(
     n_top_genes: int = 2000,
     n_hops: int = 2,
     random_state: int = 0,
+    *,
+    connectivities=None,
+    augment: bool = False,
+    gene_graph: bool = False,
 ) -> dict:
     """Compute the cell graph, propagated features and neighbour table (nothing written).
 
     Returns a dict with ``connectivities``, ``distances``, ``params`` (graph), ``pca``,
     ``features`` (cells x n_pcs*(n_hops+1)), ``nn_indices``, ``nn_weights`` (cells x
-    n_neighbors-1), ``highly_variable``.
+    n_neighbors-1), ``highly_variable``; with ``augment`` also ``features_drop`` and
+    ``features_ppr`` (the two graph views of the same width); with ``gene_graph`` also
+    ``gene_graph`` (edge list and gene profiles of the highly variable genes). A given
+    ``connectivities`` matrix replaces the kNN graph built from the PCA.
     """
-    from ..graph import build_graph, neighbor_table, propagate
+    from ..graph import build_graph, drop_weak_edges, neighbor_table, ppr_propagate, propagate
+    from ..graph import gene_graph as make_gene_graph
 
     g = build_graph(
         adata,
@@ -68,12 +80,13 @@ def prepare_structural_view(
         n_top_genes=n_top_genes,
         random_state=random_state,
     )
-    conn = g.connectivities
+    conn = g.connectivities if connectivities is None else sparse.csr_matrix(connectivities)
     scale = float(np.std(g.pca)) or 1.0
-    feats = propagate(g.pca / scale, conn, n_hops=n_hops).astype(np.float32)
+    pca = g.pca / scale
+    feats = propagate(pca, conn, n_hops=n_hops).astype(np.float32)
     k = max(1, g.params["n_neighbors"] - 1)
     idx, w = neighbor_table(conn, k)
-    return {
+    out = {
         "connectivities": conn,
         "distances": g.distances,
         "params": g.params,
@@ -83,6 +96,32 @@ def prepare_structural_view(
         "nn_weights": w,
         "highly_variable": g.highly_variable,
     }
+    if augment:
+        out["features_drop"] = propagate(pca, drop_weak_edges(conn, 0.1), n_hops).astype(
+            np.float32
+        )
+        out["features_ppr"] = ppr_propagate(pca, conn, n_hops).astype(np.float32)
+    if gene_graph:
+        edge_index, edge_weight = make_gene_graph(g.gene_profiles)
+        out["gene_graph"] = {
+            "edge_index": edge_index,
+            "edge_weight": edge_weight,
+            "profiles": g.gene_profiles / (float(np.std(g.gene_profiles)) or 1.0),
+            "genes": np.asarray(adata.var_names[g.highly_variable], dtype=str),
+        }
+    return out
+
+
+def write_structural_view(adata: AnnData, prep: dict) -> None:
+    """Store the private model inputs of :func:`prepare_structural_view` in ``adata``."""
+    adata.obsm[_FEATURES] = prep["features"]
+    adata.obsm[_NN_IDX] = prep["nn_indices"]
+    adata.obsm[_NN_W] = prep["nn_weights"]
+    for key, obsm_key in ((_DROP, "features_drop"), (_PPR, "features_ppr")):
+        if obsm_key in prep:
+            adata.obsm[key] = prep[obsm_key]
+    if "gene_graph" in prep:
+        adata.uns[_GENE_GRAPH] = dict(prep["gene_graph"])
 
 
 class SCLLMDSC(BaseModelClass):
@@ -127,6 +166,10 @@ class SCLLMDSC(BaseModelClass):
         to ``n_clusters``). Computed on at most 50,000 sampled cells. Over 3 seeds, Leiden
         scored 0.744 mean ARI on Zheng sorted PBMC (k-means 0.764) and 0.571 on Baron
         pancreas (k-means 0.566); see the benchmarks page.
+    gene_text_init
+        With a gene graph (``setup_anndata(gene_graph=True)``): append the genes' text
+        embeddings (``adata.varm["gene_text"]``, when present) to their expression profiles
+        as the gene GCN's input, which joins scRCL's gene graph with scLLM-DSC's knowledge.
     **module_kwargs
         Passed to :class:`~scllm_dsc.module.SCLLMDSCModule` (loss weights, ``tau``...).
 
@@ -155,6 +198,7 @@ class SCLLMDSC(BaseModelClass):
         target: Literal["sinkhorn", "dec"] = "sinkhorn",
         resolution: float = 1.0,
         init: Literal["kmeans", "leiden"] = "kmeans",
+        gene_text_init: bool = True,
         **module_kwargs,
     ):
         super().__init__(adata)
@@ -182,6 +226,10 @@ class SCLLMDSC(BaseModelClass):
                         f"The two semantic embeddings have different widths ({n_text} vs {n2}); "
                         "compute both paths with the same text model."
                     )
+        setup_args = self.adata_manager.registry.get("setup_args", {})
+        gene_inputs = (
+            _gene_graph_inputs(self.adata, gene_text_init) if setup_args.get("gene_graph") else {}
+        )
         self.n_clusters = None if n_clusters is None else int(n_clusters)
         self.target_kind = target
         self.resolution = resolution
@@ -195,11 +243,14 @@ class SCLLMDSC(BaseModelClass):
             n_hidden=n_hidden,
             semantic_weight=semantic_weight,
             path_weight=path_weight,
+            augment=TENSOR_KEYS.FEATURES_DROP in reg,
+            **gene_inputs,
             **module_kwargs,
         )
         self._model_summary_string = (
             f"SCLLMDSC: n_clusters={n_clusters}, n_latent={n_latent}, "
-            f"semantic={'yes' if n_text else 'no'} (width {n_text}), target={target}"
+            f"semantic={'yes' if n_text else 'no'} (width {n_text}), target={target}, "
+            f"augment={self.module.augment}, gene_graph={self.module.use_gene_graph}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -216,6 +267,8 @@ class SCLLMDSC(BaseModelClass):
         n_top_genes: int = 2000,
         n_hops: int = 2,
         random_state: int = 0,
+        augment: bool = False,
+        gene_graph: bool = False,
         **kwargs,
     ):
         """Register counts, semantic embeddings and the cell graph.
@@ -241,9 +294,16 @@ class SCLLMDSC(BaseModelClass):
             Graph and propagation parameters.
         random_state
             Seed of PCA and neighbour search.
+        augment
+            Also register two augmented graph views for the Siamese term (scSiameseClu
+            ideas): propagation over the graph with its 10% weakest edges dropped, and over
+            its personalised-PageRank diffusion (``adata.obsm["_scllm_dsc_features_drop"]``,
+            ``["_scllm_dsc_features_ppr"]``).
+        gene_graph
+            Also store a gene-gene kNN graph of the highly variable genes for the gene-graph
+            refinement (scRCL ideas), in ``adata.uns["_scllm_dsc_gene_graph"]``.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        from scipy import sparse
 
         semantic_keys = [semantic_keys] if isinstance(semantic_keys, str) else semantic_keys
         semantic_keys = list(semantic_keys or [])
@@ -261,26 +321,19 @@ class SCLLMDSC(BaseModelClass):
                 raise ValueError(f"`adata.obsm[{key!r}]` contains NaN or infinite values.")
 
         conn_key = Key.connectivities(graph_key)
+        needed = [_FEATURES, _NN_IDX, _NN_W] + ([_DROP, _PPR] if augment else [])
         have = (
             conn_key in adata.obsp
-            and _FEATURES in adata.obsm
-            and _NN_IDX in adata.obsm
-            and _NN_W in adata.obsm
+            and all(key in adata.obsm for key in needed)
+            and (not gene_graph or _GENE_GRAPH in adata.uns)
         )
         if not have:
+            user_graph = adata.obsp[conn_key] if conn_key in adata.obsp else None
             prep = prepare_structural_view(
-                adata, layer, graph_key, n_neighbors, n_pcs, n_top_genes, n_hops, random_state
+                adata, layer, graph_key, n_neighbors, n_pcs, n_top_genes, n_hops, random_state,
+                connectivities=user_graph, augment=augment, gene_graph=gene_graph,
             )
-            if conn_key in adata.obsp:  # a graph given by the user: use it
-                from ..graph import neighbor_table, propagate
-
-                conn = sparse.csr_matrix(adata.obsp[conn_key])
-                scale = float(np.std(prep["pca"])) or 1.0
-                prep["features"] = propagate(prep["pca"] / scale, conn, n_hops).astype(np.float32)
-                k = max(1, n_neighbors - 1)
-                idx, w = neighbor_table(conn, k)
-                prep["nn_indices"], prep["nn_weights"] = idx.astype(np.float32), w
-            else:
+            if user_graph is None:
                 adata.obsp[conn_key] = prep["connectivities"]
                 adata.obsp[Key.distances(graph_key)] = prep["distances"]
                 adata.uns[graph_key] = {
@@ -288,9 +341,7 @@ class SCLLMDSC(BaseModelClass):
                     "distances_key": Key.distances(graph_key),
                     "params": prep["params"],
                 }
-            adata.obsm[_FEATURES] = prep["features"]
-            adata.obsm[_NN_IDX] = prep["nn_indices"]
-            adata.obsm[_NN_W] = prep["nn_weights"]
+            write_structural_view(adata, prep)
         adata.obs[_INDICES] = np.arange(adata.n_obs)
 
         fields = [
@@ -300,6 +351,11 @@ class SCLLMDSC(BaseModelClass):
             ObsmField(TENSOR_KEYS.NN_W, _NN_W),
             NumericalObsField(REGISTRY_KEYS.INDICES_KEY, _INDICES),
         ]
+        if augment:
+            fields += [
+                ObsmField(TENSOR_KEYS.FEATURES_DROP, _DROP),
+                ObsmField(TENSOR_KEYS.FEATURES_PPR, _PPR),
+            ]
         for reg_key, key in zip((TENSOR_KEYS.TEXT_1, TENSOR_KEYS.TEXT_2), semantic_keys):
             fields.append(ObsmField(reg_key, key))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
@@ -584,6 +640,31 @@ class SCLLMDSC(BaseModelClass):
         self._check_if_trained(warn=False)
         q = self._soft_assignments(adata, indices, batch_size)
         return q if soft else q.argmax(1)
+
+
+def _gene_graph_inputs(adata: AnnData, use_text: bool) -> dict:
+    """Module arguments of the gene graph stored by :meth:`SCLLMDSC.setup_anndata`."""
+    if _GENE_GRAPH not in adata.uns:
+        raise KeyError(
+            f"`adata.uns[{_GENE_GRAPH!r}]` is missing; run `SCLLMDSC.setup_anndata(adata, "
+            "gene_graph=True)` again."
+        )
+    gg = adata.uns[_GENE_GRAPH]
+    pos = adata.var_names.get_indexer(np.asarray(gg["genes"], dtype=str))
+    if (pos < 0).any():
+        raise ValueError(
+            "Genes of the stored gene graph are not in `adata.var_names`; run "
+            "`SCLLMDSC.setup_anndata(adata, gene_graph=True)` again."
+        )
+    feats = np.asarray(gg["profiles"], dtype=np.float32)
+    if use_text and Key.GENE_TEXT in adata.varm:
+        feats = np.hstack([feats, np.asarray(adata.varm[Key.GENE_TEXT], dtype=np.float32)[pos]])
+    return {
+        "gene_index": torch.as_tensor(pos, dtype=torch.long),
+        "gene_features": torch.as_tensor(feats),
+        "gene_edge_index": torch.as_tensor(np.asarray(gg["edge_index"]), dtype=torch.long),
+        "gene_edge_weight": torch.as_tensor(np.asarray(gg["edge_weight"]), dtype=torch.float32),
+    }
 
 
 def _sigint_handler():

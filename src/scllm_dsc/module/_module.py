@@ -12,9 +12,12 @@ from torch.nn import functional as F
 
 from ..nn import (
     MLP,
+    GeneGCN,
     NBDecoder,
     ProjectionHead,
+    cross_view_correlation,
     infonce,
+    neighbour_infonce,
     kl_target,
     nb_nll,
     ncut_loss,
@@ -29,6 +32,8 @@ class TENSOR_KEYS:
 
     X = REGISTRY_KEYS.X_KEY
     FEATURES = "graph_features"
+    FEATURES_DROP = "graph_features_drop"
+    FEATURES_PPR = "graph_features_ppr"
     TEXT_1 = "text_path1"
     TEXT_2 = "text_path2"
     NN_IDX = "nn_indices"
@@ -85,6 +90,24 @@ class SCLLMDSCModule(BaseModuleClass):
     align_structural
         Let the alignment loss reach the structural encoder (default ``False``: the heads are
         trained by InfoNCE, the structural latent by reconstruction, cut and clustering).
+    augment
+        Siamese augmentation (scSiameseClu ideas): both augmented graph views (registered
+        as ``graph_features_drop`` / ``graph_features_ppr``), with multiplicative Gaussian
+        feature noise ``N(1, feature_noise)``, go through the shared encoder, and their
+        cross-view cell similarity matrix is pushed towards the identity (weight
+        ``w_siamese``).
+    feature_noise, w_siamese
+        Noise level and loss weight of the augmentation.
+    gene_index, gene_features, gene_edge_index, gene_edge_weight
+        Gene-graph refinement (scRCL ideas), all given or none: positions of the graph's
+        genes among the reconstructed genes, their input features, and the normalised
+        gene-gene edge list. A two-layer GCN over the gene graph gives gene embeddings; each
+        cell's structural latent is refined by adding the expression-weighted mean of its
+        genes' embeddings, and a neighbourhood-contrastive term (weight ``w_neighbour``,
+        temperature ``tau_neighbour``) pulls graph neighbours together relative to the
+        other cells of the batch.
+    w_neighbour, tau_neighbour
+        Weight and temperature of the neighbourhood-contrastive term.
     """
 
     def __init__(
@@ -107,6 +130,15 @@ class SCLLMDSCModule(BaseModuleClass):
         alpha: float = 1.0,
         q_scale: float | None = None,
         align_structural: bool = False,
+        augment: bool = False,
+        feature_noise: float = 0.1,
+        w_siamese: float = 0.1,
+        gene_index: torch.Tensor | None = None,
+        gene_features: torch.Tensor | None = None,
+        gene_edge_index: torch.Tensor | None = None,
+        gene_edge_weight: torch.Tensor | None = None,
+        w_neighbour: float = 0.1,
+        tau_neighbour: float = 0.5,
     ):
         super().__init__()
         self.n_genes, self.n_features, self.n_text = n_genes, n_features, n_text
@@ -120,6 +152,21 @@ class SCLLMDSCModule(BaseModuleClass):
         self.use_semantic = n_text > 0
         self.align_structural = align_structural
 
+        self.augment, self.feature_noise, self.w_siamese = augment, feature_noise, w_siamese
+        self.w_neighbour, self.tau_neighbour = w_neighbour, tau_neighbour
+        gene_parts = (gene_index, gene_features, gene_edge_index, gene_edge_weight)
+        if any(p is not None for p in gene_parts) and not all(p is not None for p in gene_parts):
+            raise ValueError("The gene graph needs gene_index, gene_features and both edge tensors.")
+        self.use_gene_graph = gene_index is not None
+        if self.use_gene_graph:
+            # fixed inputs of the gene GCN, rebuilt from the AnnData when a model is loaded
+            self.register_buffer("gene_index", torch.as_tensor(gene_index), persistent=False)
+            self.register_buffer("gene_features", torch.as_tensor(gene_features), persistent=False)
+            self.register_buffer("gene_edge_index", torch.as_tensor(gene_edge_index),
+                                 persistent=False)
+            self.register_buffer("gene_edge_weight", torch.as_tensor(gene_edge_weight),
+                                 persistent=False)
+            self.gene_gcn = GeneGCN(self.gene_features.shape[1], n_latent, n_hidden=n_hidden)
         self.encoder = MLP(n_features, n_latent, n_hidden=n_hidden)
         self.decoder = NBDecoder(n_latent, n_genes, n_hidden=n_hidden)
         if self.use_semantic:
@@ -160,6 +207,7 @@ class SCLLMDSCModule(BaseModuleClass):
             "features": tensors[TENSOR_KEYS.FEATURES],
             "text1": tensors.get(TENSOR_KEYS.TEXT_1),
             "text2": tensors.get(TENSOR_KEYS.TEXT_2),
+            "x": tensors[TENSOR_KEYS.X] if self.use_gene_graph else None,
         }
 
     def fuse_text(self, text1, text2):
@@ -176,11 +224,23 @@ class SCLLMDSCModule(BaseModuleClass):
         """Width of the fused latent."""
         return 2 * self.n_latent if self.use_semantic else self.n_latent
 
+    def gene_embeddings(self) -> torch.Tensor:
+        """Gene embeddings (graph genes x n_latent) from the GCN over the gene graph."""
+        return self.gene_gcn(self.gene_features, self.gene_edge_index, self.gene_edge_weight)
+
+    def refine_with_genes(self, z_feat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Add each cell's expression-weighted mean of its genes' embeddings to ``z_feat``."""
+        xg = x[:, self.gene_index]
+        w = torch.log1p(1e4 * xg / x.sum(1, keepdim=True).clamp_min(1.0))
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
+        return z_feat + w @ self.gene_embeddings()
+
     @auto_move_data
-    def inference(self, features, text1=None, text2=None) -> dict[str, torch.Tensor]:
-        z_feat = self.encoder(features)
+    def inference(self, features, text1=None, text2=None, x=None) -> dict[str, torch.Tensor]:
+        z_enc = self.encoder(features)
+        z_feat = self.refine_with_genes(z_enc, x) if self.use_gene_graph else z_enc
         zn = F.normalize(z_feat, dim=-1)
-        out = {"z_feat": z_feat, "z_feat_norm": zn}
+        out = {"z_feat": z_feat, "z_feat_norm": zn, "z_enc": z_enc}
         if self.use_semantic:
             # the alignment shapes the structural encoder only if asked (align_structural);
             # by default it trains the projection heads and the structure stays expression-led
@@ -215,15 +275,28 @@ class SCLLMDSCModule(BaseModuleClass):
         recon = nll.mean()  # per gene and cell, so magnitudes are comparable
 
         zn = inference_outputs["z_feat_norm"]
-        if self.graph_features.shape[0] > 0 and self.w_cut > 0:
+        zero = torch.zeros((), device=dev)
+        need_nb = self.w_cut > 0 or (self.use_gene_graph and self.w_neighbour > 0)
+        cut = neighbour = zero
+        if self.graph_features.shape[0] > 0 and need_nb:
             nn_idx = tensors[TENSOR_KEYS.NN_IDX].long()
             nn_w = tensors[TENSOR_KEYS.NN_W].float()
             b, k = nn_idx.shape
             feats = self.graph_features[nn_idx.reshape(-1).to(self.graph_features.device)]
             z_nb = F.normalize(self.encoder(feats.to(dev)), dim=-1).reshape(b, k, -1)
-            cut = ncut_loss(zn, z_nb, nn_w)
-        else:
-            cut = torch.zeros((), device=dev)
+            if self.w_cut > 0:
+                cut = ncut_loss(zn, z_nb, nn_w)
+            if self.use_gene_graph and self.w_neighbour > 0:
+                z_enc = F.normalize(inference_outputs["z_enc"], dim=-1)
+                neighbour = neighbour_infonce(z_enc, z_nb, nn_w > 0, self.tau_neighbour)
+        siamese = zero
+        if self.augment and self.w_siamese > 0 and TENSOR_KEYS.FEATURES_DROP in tensors:
+            views = []
+            for key in (TENSOR_KEYS.FEATURES_DROP, TENSOR_KEYS.FEATURES_PPR):
+                f = tensors[key]
+                noise = 1.0 + self.feature_noise * torch.randn_like(f) if self.training else 1.0
+                views.append(self.encoder(f * noise))
+            siamese = cross_view_correlation(views[0], views[1])
         ortho = orthogonality(zn)
         cut_term = cut + self.ortho_weight * ortho
 
@@ -235,20 +308,22 @@ class SCLLMDSCModule(BaseModuleClass):
             )
             align = nce + self.var_weight * var
         else:
-            nce = var = align = torch.zeros((), device=dev)
+            nce = var = align = zero
 
         if self.clustering and self.target is not None and "q" in inference_outputs:
             idx = tensors[TENSOR_KEYS.INDICES].long().reshape(-1).cpu()
             p = self.target[idx].to(dev)
             kl = kl_target(p, inference_outputs["q"])
         else:
-            kl = torch.zeros((), device=dev)
+            kl = zero
 
         loss = (
             self.w_recon * recon
             + self.w_cut * cut_term
             + self.w_align * align
             + self.w_kl * kl
+            + self.w_siamese * siamese
+            + self.w_neighbour * neighbour
         )
         extra = {
             "recon": recon.detach(),
@@ -257,6 +332,8 @@ class SCLLMDSCModule(BaseModuleClass):
             "infonce": nce.detach(),
             "var_reg": var.detach(),
             "kl": kl.detach(),
+            "siamese": siamese.detach(),
+            "neighbour": neighbour.detach(),
             "phase": torch.tensor(float(self.clustering)),
         }
         return LossOutput(

@@ -1,12 +1,14 @@
 """Neural network building blocks and losses of the scLLM-DSC model."""
 
-from ._layers import MLP, NBDecoder, ProjectionHead
+from ._layers import MLP, GeneGCN, NBDecoder, ProjectionHead
 from ._losses import (
+    cross_view_correlation,
     dec_target,
     infonce,
     kl_target,
     nb_nll,
     ncut_loss,
+    neighbour_infonce,
     orthogonality,
     sinkhorn_target,
     student_t_q,
@@ -15,11 +17,14 @@ from ._losses import (
 
 __all__ = [
     "MLP",
+    "GeneGCN",
     "NBDecoder",
     "ProjectionHead",
+    "cross_view_correlation",
     "dec_target",
     "infonce",
     "kl_target",
+    "neighbour_infonce",
     "nb_nll",
     "ncut_loss",
     "orthogonality",

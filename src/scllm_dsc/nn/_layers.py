@@ -53,3 +53,22 @@ class NBDecoder(nn.Module):
         px_scale = torch.softmax(self.scale(h), dim=-1)
         mu = px_scale * library
         return mu, self.log_theta.exp()
+
+
+class GeneGCN(nn.Module):
+    """Two graph-convolution layers over the gene-gene graph (torch-geometric ``GCNConv``).
+
+    The edge weights are expected already normalised (``gcn_norm``), so the layers do not
+    renormalise them.
+    """
+
+    def __init__(self, n_in: int, n_out: int, n_hidden: int = 128):
+        super().__init__()
+        from torch_geometric.nn import GCNConv
+
+        self.conv1 = GCNConv(n_in, n_hidden, normalize=False)
+        self.conv2 = GCNConv(n_hidden, n_out, normalize=False)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor):
+        h = F.relu(self.conv1(x, edge_index, edge_weight))
+        return self.conv2(h, edge_index, edge_weight)

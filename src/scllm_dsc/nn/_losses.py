@@ -112,3 +112,37 @@ def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 
         xt, tt = x[nz], theta[nz]
         ll = ll.masked_scatter(nz, ll[nz] + torch.lgamma(xt + tt) - torch.lgamma(tt))
     return -ll
+
+
+def cross_view_correlation(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Cross-view correlation refinement: ``mean((S - I)^2)`` with ``S`` the cosine
+    similarities between the batch's cells in view 1 and view 2 (b x b).
+
+    The diagonal (a cell with itself in the other view) is pulled to 1 and the rest towards
+    0, so the two augmented views agree cell by cell and distinct cells decorrelate.
+    """
+    S = F.normalize(z1, dim=-1) @ F.normalize(z2, dim=-1).T
+    eye = torch.eye(S.shape[0], device=S.device, dtype=S.dtype)
+    return ((S - eye) ** 2).mean()
+
+
+def neighbour_infonce(
+    z: torch.Tensor, z_neighbors: torch.Tensor, mask: torch.Tensor, tau: float = 0.5
+) -> torch.Tensor:
+    """Neighbourhood contrastive loss: each cell's graph neighbours against the batch.
+
+    ``z`` (b x d) and ``z_neighbors`` (b x k x d) are L2-normalised, ``mask`` (b x k, bool)
+    marks real neighbours (padding excluded). For cell ``i``,
+    ``-log(sum_pos exp(s/tau) / (sum_pos exp(s/tau) + sum_{m != i} exp(z_i.z_m/tau)))``.
+    """
+    pos = (z.unsqueeze(1) * z_neighbors).sum(-1) / tau  # b x k
+    pos = pos.masked_fill(~mask, float("-inf"))
+    batch = z @ z.T / tau
+    batch = batch.masked_fill(torch.eye(z.shape[0], dtype=torch.bool, device=z.device),
+                              float("-inf"))
+    log_pos = torch.logsumexp(pos, dim=1)
+    log_all = torch.logsumexp(torch.cat([pos, batch], dim=1), dim=1)
+    has = mask.any(1)
+    if not has.any():
+        return z.new_zeros(())
+    return (log_all - log_pos)[has].mean()

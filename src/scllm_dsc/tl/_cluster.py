@@ -87,6 +87,8 @@ def cluster(
     n_latent: int = 16,
     semantic_weight: float = 0.15,
     target: Literal["sinkhorn", "dec"] = "sinkhorn",
+    augment: bool = False,
+    gene_graph: bool = False,
     max_epochs: int | None = None,
     pretrain_epochs: int | None = None,
     batch_size: int | None = 256,
@@ -134,6 +136,15 @@ def cluster(
         Weight of the semantic view in the fused latent.
     target
         Clustering target: ``"sinkhorn"`` (optimal transport, default) or ``"dec"``.
+    augment
+        Add scSiameseClu's dual augmentation: two sparse graph views (10% weakest edges
+        dropped; personalised-PageRank diffusion) with Gaussian feature noise, encoded by the
+        shared (Siamese) encoder, and a cross-view correlation refinement term.
+    gene_graph
+        Add scRCL's gene-graph refinement: a gene-gene kNN graph of the highly variable
+        genes, a gene GCN (input: the genes' PCA profiles and, when
+        ``adata.varm["gene_text"]`` exists, their text embeddings), cell-gene refinement of
+        the structural latent and a neighbourhood-contrastive term.
     max_epochs, pretrain_epochs, batch_size, update_interval
         Training schedule (see :meth:`~scllm_dsc.model.SCLLMDSC.train`).
     accelerator, devices
@@ -170,7 +181,7 @@ def cluster(
     import torch
 
     from ..model import SCLLMDSC
-    from ..model._scllmdsc import _FEATURES, _NN_IDX, _NN_W, prepare_structural_view
+    from ..model._scllmdsc import prepare_structural_view, write_structural_view
 
     adata = resolve_adata(adata, mod)
     if copy:
@@ -219,7 +230,8 @@ def cluster(
     logg.info("building the sparse kNN cell graph")
     t0 = time.perf_counter()
     prep = prepare_structural_view(
-        adata, layer, key_added, n_neighbors, n_pcs, n_top_genes, n_hops, random_state
+        adata, layer, key_added, n_neighbors, n_pcs, n_top_genes, n_hops, random_state,
+        augment=augment, gene_graph=gene_graph,
     )
     counts = to_csr(X)[:, np.flatnonzero(prep["highly_variable"])]
     work = ad.AnnData(
@@ -229,9 +241,9 @@ def cluster(
     )
     conn_key = Key.connectivities(key_added)
     work.obsp[conn_key] = prep["connectivities"]
-    work.obsm[_FEATURES] = prep["features"]
-    work.obsm[_NN_IDX] = prep["nn_indices"]
-    work.obsm[_NN_W] = prep["nn_weights"]
+    write_structural_view(work, prep)
+    if gene_graph and Key.GENE_TEXT in adata.varm:
+        work.varm[Key.GENE_TEXT] = np.asarray(adata.varm[Key.GENE_TEXT])[prep["highly_variable"]]
     for k, v in semantic.items():
         work.obsm[k] = v
 
@@ -250,6 +262,8 @@ def cluster(
         n_top_genes=n_top_genes,
         n_hops=n_hops,
         random_state=random_state,
+        augment=augment,
+        gene_graph=gene_graph,
     )
     model = SCLLMDSC(
         work,
@@ -313,6 +327,8 @@ def cluster(
             "semantic_keys": list(semantic) if use_semantic else [],
             "semantic_weight": float(semantic_weight),
             "target": target,
+            "augment": bool(augment),
+            "gene_graph": bool(gene_graph),
             "n_hops": int(n_hops),
             "n_latent": int(n_latent),
             "random_state": int(random_state),
