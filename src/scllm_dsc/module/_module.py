@@ -332,10 +332,12 @@ class SCLLMDSCModule(BaseModuleClass):
             "infonce": nce.detach(),
             "var_reg": var.detach(),
             "kl": kl.detach(),
-            "siamese": siamese.detach(),
-            "neighbour": neighbour.detach(),
             "phase": torch.tensor(float(self.clustering)),
         }
+        if self.augment:
+            extra["siamese"] = siamese.detach()
+        if self.use_gene_graph:
+            extra["neighbour"] = neighbour.detach()
         return LossOutput(
             loss=loss,
             reconstruction_loss=nll.sum(1),
