@@ -93,9 +93,11 @@ class SCLLMDSCModule(BaseModuleClass):
     augment
         Siamese augmentation (scSiameseClu ideas): both augmented graph views (registered
         as ``graph_features_drop`` / ``graph_features_ppr``), with multiplicative Gaussian
-        feature noise ``N(1, feature_noise)``, go through the shared encoder, and their
-        cross-view cell similarity matrix is pushed towards the identity (weight
-        ``w_siamese``).
+        feature noise ``N(1, feature_noise)``, go through the shared encoder, and the
+        cross-view correlation matrix of their latent dimensions is pushed towards the
+        identity (weight ``w_siamese``). A cell-by-cell similarity target (the identity over
+        the batch's cells) scored 0.53 mean ARI on Zheng sorted PBMC against 0.76 without
+        augmentation: it pushes cells of one cluster apart.
     feature_noise, w_siamese
         Noise level and loss weight of the augmentation.
     gene_index, gene_features, gene_edge_index, gene_edge_weight

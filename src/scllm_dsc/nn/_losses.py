@@ -114,16 +114,27 @@ def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 
     return -ll
 
 
-def cross_view_correlation(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """Cross-view correlation refinement: ``mean((S - I)^2)`` with ``S`` the cosine
-    similarities between the batch's cells in view 1 and view 2 (b x b).
+def cross_view_correlation(
+    z1: torch.Tensor, z2: torch.Tensor, off_diagonal: float | None = None, eps: float = 1e-5
+) -> torch.Tensor:
+    """Cross-view correlation refinement: the correlation matrix between the latent
+    dimensions of view 1 and view 2 (d x d, over the batch) is pushed towards the identity.
 
-    The diagonal (a cell with itself in the other view) is pulled to 1 and the rest towards
-    0, so the two augmented views agree cell by cell and distinct cells decorrelate.
+    Diagonal entries towards 1 make both augmented views of a cell agree; off-diagonal
+    entries towards 0 decorrelate the dimensions (weight ``off_diagonal``, default ``1/d``).
+    Computed on dimensions, not on cell pairs, so distinct cells of one cluster are not
+    pushed apart. Returns ``(sum_i (1 - C_ii)^2 + off_diagonal * sum_{i != j} C_ij^2) / d``.
     """
-    S = F.normalize(z1, dim=-1) @ F.normalize(z2, dim=-1).T
-    eye = torch.eye(S.shape[0], device=S.device, dtype=S.dtype)
-    return ((S - eye) ** 2).mean()
+    b, d = z1.shape
+    if b < 2:
+        return z1.new_zeros(())
+    s1 = (z1 - z1.mean(0)) / (z1.std(0) + eps)
+    s2 = (z2 - z2.mean(0)) / (z2.std(0) + eps)
+    C = s1.T @ s2 / (b - 1)
+    diag = torch.diagonal(C)
+    lam = 1.0 / d if off_diagonal is None else off_diagonal
+    off = (C**2).sum() - (diag**2).sum()
+    return (((1 - diag) ** 2).sum() + lam * off) / d
 
 
 def neighbour_infonce(
