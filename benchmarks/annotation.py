@@ -224,7 +224,7 @@ def main(argv=None):
         "",
         to_markdown(cov.reset_index()),
         "",
-        "Per-cluster rows (top-1 suggestions): `annotation.csv`.",
+        f"Per-cluster rows (top-1 suggestions): `{out.with_suffix('.csv').name}`.",
     ]
     Path(out.with_suffix(".md")).write_text("\n".join(text) + "\n")
     print("\n".join(text))

@@ -1,0 +1,71 @@
+"""Wall time and peak memory of one ``sd.tl.cluster`` call with the text embeddings cached.
+
+The semantic view is computed first (outside the timing) with ``sd.tl.embed_genes`` and
+``sd.tl.cell_sentences`` (cached on disk by the package, ``SCLLM_DSC_CACHE``), or read from
+``--semantic-cache DIR`` (``{dataset}_sem.npz`` with ``X_gene_text`` and ``X_cell_sentence``).
+Peak memory is the process's maximum resident set size (``getrusage``), data included.
+
+Usage::
+
+    python benchmarks/cluster_time.py Kang_ctrl_PBMC_8684 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA, DEFAULT_GENETEXT, scores, species_of  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("dataset")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--genetext-dir", type=Path, default=DEFAULT_GENETEXT)
+    p.add_argument("--semantic-cache", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import anndata as ad
+    import torch
+
+    import scllm_dsc as sd
+
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "scvi"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
+    adata = ad.read_h5ad(args.data_dir / f"{args.dataset}.h5ad")
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    adata.obs = adata.obs[[]]
+    if args.semantic_cache is not None:
+        cached = np.load(args.semantic_cache / f"{args.dataset}_sem.npz")
+        for key in cached.files:
+            adata.obsm[key] = cached[key]
+    else:
+        species = species_of(adata)
+        sd.tl.embed_genes(adata, knowledge=args.genetext_dir / f"{species}_gene_text.tsv.gz",
+                          species=species)
+        sd.tl.cell_sentences(adata)
+    t0 = time.perf_counter()
+    sd.tl.cluster(adata, n_clusters=len(set(truth)), random_state=args.seed,
+                  train_kwargs={"enable_progress_bar": False})
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in adata.uns["scllm_dsc"]["timings"].items())
+    print(f"| {args.dataset} | {adata.n_obs} | {args.threads} | {wall:.1f} | {stages} | "
+          f"{peak:.0f} | {scores(truth, adata.obs['scllm_dsc'])['ari']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
