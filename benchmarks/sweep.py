@@ -53,7 +53,7 @@ def main(argv=None):
     p.add_argument("--semantic-cache", type=Path, default=None)
     p.add_argument("--structural", action="store_true", help="use_semantic=False")
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if not args.structural and args.semantic_cache is None:
         p.error("pass --semantic-cache DIR or --structural")
 
