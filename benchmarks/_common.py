@@ -106,3 +106,34 @@ def log_normalised_pca(
         sc.pp.scale(ad, max_value=10)
     sc.pp.pca(ad, n_comps=min(n_comps, ad.n_vars - 1, ad.n_obs - 1), random_state=random_state)
     return ad
+
+
+def quiet_training(threads: int) -> None:
+    """Silence Lightning / scvi-tools chatter and set torch's thread count."""
+    import logging
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "scvi"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    torch.set_num_threads(threads)
+
+
+def load_labelled(data_dir: Path, name: str, semantic_cache: Path | None = None):
+    """A shared dataset with its labels taken out: ``(adata, truth)``.
+
+    With ``semantic_cache``, ``obsm`` gets the arrays of ``{semantic_cache}/{name}_sem.npz``
+    (``X_gene_text``, ``X_cell_sentence``, rows in the order of the h5ad).
+    """
+    import anndata as ad
+
+    adata = ad.read_h5ad(Path(data_dir) / f"{name}.h5ad")
+    truth = adata.obs["cell_type"].astype(str).to_numpy()
+    adata.obs = adata.obs[[]]
+    if semantic_cache is not None:
+        cached = np.load(Path(semantic_cache) / f"{name}_sem.npz")
+        for key in cached.files:
+            adata.obsm[key] = cached[key]
+    return adata, truth

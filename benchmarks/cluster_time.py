@@ -13,17 +13,20 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import logging
 import resource
 import sys
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, DEFAULT_GENETEXT, scores, species_of  # noqa: E402
+from _common import (  # noqa: E402
+    DEFAULT_DATA,
+    DEFAULT_GENETEXT,
+    load_labelled,
+    quiet_training,
+    scores,
+    species_of,
+)
 
 
 def main(argv=None):
@@ -36,23 +39,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    import anndata as ad
-    import torch
-
     import scllm_dsc as sd
 
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
-    adata = ad.read_h5ad(args.data_dir / f"{args.dataset}.h5ad")
-    truth = adata.obs["cell_type"].astype(str).to_numpy()
-    adata.obs = adata.obs[[]]
-    if args.semantic_cache is not None:
-        cached = np.load(args.semantic_cache / f"{args.dataset}_sem.npz")
-        for key in cached.files:
-            adata.obsm[key] = cached[key]
-    else:
+    quiet_training(args.threads)
+    adata, truth = load_labelled(args.data_dir, args.dataset, args.semantic_cache)
+    if args.semantic_cache is None:
         species = species_of(adata)
         sd.tl.embed_genes(adata, knowledge=args.genetext_dir / f"{species}_gene_text.tsv.gz",
                           species=species)

@@ -8,23 +8,21 @@ with ``--structural``, not used. Options are ``key=value`` pairs passed to ``sd.
 Usage::
 
     python benchmarks/sweep.py Baron_human_subset --seeds 0 1 --structural n_latent=16
-    python benchmarks/sweep.py Zheng_sortedPBMC_2140 --semantic-cache /work/cache semantic_weight=0.15
+    python benchmarks/sweep.py Zheng_sortedPBMC_2140 --semantic-cache DIR semantic_weight=0.15
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, scores  # noqa: E402
+from _common import DEFAULT_DATA, load_labelled, quiet_training, scores  # noqa: E402
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -57,22 +55,11 @@ def main(argv=None):
     if not args.structural and args.semantic_cache is None:
         p.error("pass --semantic-cache DIR or --structural")
 
-    import anndata as ad
-    import torch
-
     import scllm_dsc as sd
 
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
-    adata = ad.read_h5ad(args.data_dir / f"{args.dataset}.h5ad")
-    truth = adata.obs["cell_type"].astype(str).to_numpy()
-    adata.obs = adata.obs[[]]
-    if not args.structural:
-        cached = np.load(args.semantic_cache / f"{args.dataset}_sem.npz")
-        for key in cached.files:
-            adata.obsm[key] = cached[key]
+    quiet_training(args.threads)
+    cache = None if args.structural else args.semantic_cache
+    adata, truth = load_labelled(args.data_dir, args.dataset, cache)
     options = parse_options(args.options)
     options.setdefault("train_kwargs", {}).update(enable_progress_bar=False,
                                                   enable_model_summary=False)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from scipy import sparse
-
 from test_cluster import FAST
 
 torch.set_num_threads(1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
@@ -17,10 +15,10 @@ from ..nn import (
     ProjectionHead,
     cross_view_correlation,
     infonce,
-    neighbour_infonce,
     kl_target,
     nb_nll,
     ncut_loss,
+    neighbour_infonce,
     orthogonality,
     student_t_q,
     variance_reg,
@@ -49,8 +47,10 @@ class SCLLMDSCModule(BaseModuleClass):
     soft orthogonality penalty shape ``z_feat``. Semantic view: ``Z_text = w z1 + (1 - w) z2``
     (both L2-normalised). Two projection heads map both views to a shared space, aligned by
     symmetric InfoNCE plus a VICReg variance term. The fused latent is the weighted
-    concatenation ``[sqrt(1 - a) z_feat/|z_feat|, sqrt(a) h_text]``; a Student-t clustering head on it is trained towards a
-    target ``P`` (Sinkhorn OT or DEC) set from outside (see ``set_target``).
+    concatenation ``[sqrt(1 - a) z_feat/|z_feat|, sqrt(a) h_text]``; a Student-t clustering
+    head on it is trained towards a target ``P`` (Sinkhorn OT or DEC) set from outside (see
+    ``set_target``). Options: Siamese augmentation (``augment``) and gene-graph refinement
+    (``gene_index`` ...).
 
     Parameters
     ----------
@@ -144,7 +144,8 @@ class SCLLMDSCModule(BaseModuleClass):
     ):
         super().__init__()
         self.n_genes, self.n_features, self.n_text = n_genes, n_features, n_text
-        self.n_latent, self.path_weight, self.semantic_weight = n_latent, path_weight, semantic_weight
+        self.n_latent, self.path_weight = n_latent, path_weight
+        self.semantic_weight = semantic_weight
         self.tau, self.var_weight, self.alpha = tau, var_weight, alpha
         self.w_recon, self.w_cut, self.w_kl, self.w_align = w_recon, w_cut, w_kl, w_align
         self.ortho_weight = ortho_weight
@@ -158,7 +159,9 @@ class SCLLMDSCModule(BaseModuleClass):
         self.w_neighbour, self.tau_neighbour = w_neighbour, tau_neighbour
         gene_parts = (gene_index, gene_features, gene_edge_index, gene_edge_weight)
         if any(p is not None for p in gene_parts) and not all(p is not None for p in gene_parts):
-            raise ValueError("The gene graph needs gene_index, gene_features and both edge tensors.")
+            raise ValueError(
+                "The gene graph needs gene_index, gene_features and both edge tensors."
+            )
         self.use_gene_graph = gene_index is not None
         if self.use_gene_graph:
             # fixed inputs of the gene GCN, rebuilt from the AnnData when a model is loaded
