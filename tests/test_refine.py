@@ -107,6 +107,16 @@ def test_deterministic(refined):
     assert not np.allclose(b.obsm[KEY], refined.obsm[KEY])
 
 
+def test_mudata_rna_modality(refined):
+    import mudata as md
+
+    mdata = md.MuData({"rna": _synthetic(60)})
+    sd.tl.refine_embedding(mdata, random_state=0, **FAST)
+    np.testing.assert_array_equal(mdata.mod["rna"].obsm[KEY], refined.obsm[KEY])
+    with pytest.raises(KeyError, match="no modality 'atac'"):
+        sd.tl.refine_embedding(mdata, mod="atac", **FAST)
+
+
 def test_global_torch_state_untouched():
     torch.manual_seed(123)
     expected = torch.rand(3)

@@ -101,19 +101,17 @@ def _make_net(n_in: int, n_hidden: int, n_latent: int):
     import torch
     from torch import nn
 
+    from ..nn import MLP
+
     class _Refiner(nn.Module):
-        """Fixed centring and scaling, then Linear -> LayerNorm -> ReLU -> Linear, L2-normalised."""
+        """Fixed centring and scaling, then :class:`~scllm_dsc.nn.MLP`, L2-normalised."""
 
         def __init__(self):
             super().__init__()
             self.register_buffer("mean", torch.zeros(n_in))
             self.register_buffer("scale", torch.ones(()))
-            self.body = nn.Sequential(
-                nn.Linear(n_in, n_hidden),
-                nn.LayerNorm(n_hidden),
-                nn.ReLU(),
-                nn.Linear(n_hidden, n_latent),
-            )
+            self.body = MLP(n_in, n_latent, n_hidden=n_hidden)
+            self.n_latent = n_latent
 
         def standardise(self, x):
             return (x - self.mean) / self.scale
@@ -167,7 +165,7 @@ def _supcon(z1, z2, y, temperature: float):
 def _embed(net, X: np.ndarray) -> np.ndarray:
     import torch
 
-    out = np.empty((X.shape[0], net.body[-1].out_features), dtype=np.float32)
+    out = np.empty((X.shape[0], net.n_latent), dtype=np.float32)
     with torch.no_grad():
         for i in range(0, X.shape[0], _CHUNK):
             x = _l2(torch.from_numpy(X[i : i + _CHUNK]))
@@ -195,6 +193,7 @@ def refine_embedding(
     dropout: float = 0.2,
     random_state: int | None = 0,
     apply_to: AnnData | Sequence[AnnData] = (),
+    mod: str | None = None,
     copy: bool = False,
 ):
     """Refine the gene-text cell embedding by contrastive learning.
@@ -257,6 +256,7 @@ def refine_embedding(
         Further :class:`~anndata.AnnData` objects (or a single one) to embed with the trained
         network. Each needs ``obsm[use_rep]`` of the same width; ``obsm[key_added]`` is
         written to them in place, also with ``copy=True``.
+    {mod}
     {copy}
 
     Returns
@@ -272,7 +272,7 @@ def refine_embedding(
     """
     import torch
 
-    adata = resolve_adata(adata)
+    adata = resolve_adata(adata, mod)
     others = [apply_to] if not isinstance(apply_to, Sequence) else list(apply_to)
     others = [resolve_adata(o) for o in others]
 
