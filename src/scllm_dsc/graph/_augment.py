@@ -11,6 +11,17 @@ def drop_weak_edges(connectivities: sparse.spmatrix, fraction: float = 0.1) -> s
 
     The graph stays symmetric (an edge and its reverse share their weight and go together);
     self loops are dropped. Memory is linear in the number of edges.
+
+    Parameters
+    ----------
+    connectivities
+        Sparse symmetric cells x cells graph.
+    fraction
+        Share of the (off-diagonal) edges to drop, in ``[0, 1)``.
+
+    Returns
+    -------
+    The thinned graph (CSR, float32).
     """
     if not 0 <= fraction < 1:
         raise ValueError(f"`fraction` must be in [0, 1), got {fraction}.")
@@ -31,23 +42,43 @@ def ppr_propagate(
     n_hops: int = 2,
     alpha: float = 0.15,
     n_iter: int = 10,
+    adjacency=None,
 ) -> np.ndarray:
     """SIGN-shaped features over the personalised-PageRank diffusion of the graph.
 
     ``[X, PX, ..., P^n_hops X]`` with ``P = alpha sum_t (1 - alpha)^t Â^t`` (truncated after
-    ``n_iter`` terms) and ``Â`` the normalised adjacency of :func:`normalized_adjacency`. The
-    diffusion matrix is never formed: each application is ``n_iter`` sparse products, so
-    memory stays linear in the number of cells. The output has the width of
-    :func:`propagate`'s, so both views can share one encoder.
+    ``n_iter`` terms) and ``Â`` the normalised adjacency of
+    :func:`~scllm_dsc.graph.normalized_adjacency`. The diffusion matrix is never formed: each
+    application is ``n_iter`` sparse products, so memory stays linear in the number of cells.
+    The output has the width of :func:`~scllm_dsc.graph.propagate`'s, so both views can share
+    one encoder.
+
+    Parameters
+    ----------
+    features
+        Cells x features (dense).
+    connectivities
+        Sparse cells x cells graph.
+    n_hops
+        Number of diffusion steps.
+    alpha
+        Teleport (restart) probability, in ``(0, 1]``.
+    n_iter
+        Terms of the truncated series.
+    adjacency
+        ``Â`` of ``connectivities``, if already computed.
+
+    Returns
+    -------
+    Cells x ``features * (n_hops + 1)`` float32 array.
     """
     import torch
 
-    from ._propagate import normalized_adjacency
+    from ._propagate import normalized_adjacency, stack_hops
 
     if not 0 < alpha <= 1:
         raise ValueError(f"`alpha` must be in (0, 1], got {alpha}.")
-    A = normalized_adjacency(connectivities)
-    X = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    A = normalized_adjacency(connectivities) if adjacency is None else adjacency
 
     def ppr(M):
         out, cur = alpha * M, M
@@ -56,9 +87,4 @@ def ppr_propagate(
             out = out + alpha * (1 - alpha) ** t * cur
         return out
 
-    views, cur = [X], X
-    with torch.no_grad():
-        for _ in range(n_hops):
-            cur = ppr(cur)
-            views.append(cur)
-    return torch.cat(views, dim=1).numpy()
+    return stack_hops(features, ppr, n_hops)

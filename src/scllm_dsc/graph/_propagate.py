@@ -29,7 +29,25 @@ def normalized_adjacency(connectivities: sparse.spmatrix):
     ).coalesce()
 
 
-def propagate(features: np.ndarray, connectivities: sparse.spmatrix, n_hops: int = 2) -> np.ndarray:
+def stack_hops(features: np.ndarray, apply, n_hops: int) -> np.ndarray:
+    """``[X, op(X), ..., op^n_hops(X)]`` as one float32 array (SIGN-style features).
+
+    ``apply`` maps a dense torch tensor (cells x features) to the operator applied to it.
+    """
+    import torch
+
+    X = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    out, cur = [X], X
+    with torch.no_grad():
+        for _ in range(n_hops):
+            cur = apply(cur)
+            out.append(cur)
+    return torch.cat(out, dim=1).numpy()
+
+
+def propagate(
+    features: np.ndarray, connectivities: sparse.spmatrix, n_hops: int = 2, adjacency=None
+) -> np.ndarray:
     """Concatenate ``[X, ÂX, ..., Â^n_hops X]`` (SIGN features) over the cell graph.
 
     Parameters
@@ -40,6 +58,8 @@ def propagate(features: np.ndarray, connectivities: sparse.spmatrix, n_hops: int
         Sparse cells x cells graph.
     n_hops
         Number of propagation steps.
+    adjacency
+        ``Â`` of ``connectivities`` from :func:`normalized_adjacency`, if already computed.
 
     Returns
     -------
@@ -47,15 +67,10 @@ def propagate(features: np.ndarray, connectivities: sparse.spmatrix, n_hops: int
     """
     import torch
 
-    X = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    if X.shape[0] != connectivities.shape[0]:
+    if np.shape(features)[0] != connectivities.shape[0]:
         raise ValueError(
-            f"`features` has {X.shape[0]} rows but the graph has {connectivities.shape[0]} nodes."
+            f"`features` has {np.shape(features)[0]} rows but the graph has "
+            f"{connectivities.shape[0]} nodes."
         )
-    A = normalized_adjacency(connectivities)
-    out, cur = [X], X
-    with torch.no_grad():
-        for _ in range(n_hops):
-            cur = torch.sparse.mm(A, cur)
-            out.append(cur)
-    return torch.cat(out, dim=1).numpy()
+    A = normalized_adjacency(connectivities) if adjacency is None else adjacency
+    return stack_hops(features, lambda M: torch.sparse.mm(A, M), n_hops)

@@ -69,7 +69,14 @@ def prepare_structural_view(
     ``gene_graph`` (edge list and gene profiles of the highly variable genes). A given
     ``connectivities`` matrix replaces the kNN graph built from the PCA.
     """
-    from ..graph import build_graph, drop_weak_edges, neighbor_table, ppr_propagate, propagate
+    from ..graph import (
+        build_graph,
+        drop_weak_edges,
+        neighbor_table,
+        normalized_adjacency,
+        ppr_propagate,
+        propagate,
+    )
     from ..graph import gene_graph as make_gene_graph
 
     g = build_graph(
@@ -83,7 +90,8 @@ def prepare_structural_view(
     conn = g.connectivities if connectivities is None else sparse.csr_matrix(connectivities)
     scale = float(np.std(g.pca)) or 1.0
     pca = g.pca / scale
-    feats = propagate(pca, conn, n_hops=n_hops).astype(np.float32)
+    A = normalized_adjacency(conn)  # shared by the features and the PPR view
+    feats = propagate(pca, conn, n_hops=n_hops, adjacency=A).astype(np.float32)
     k = max(1, g.params["n_neighbors"] - 1)
     idx, w = neighbor_table(conn, k)
     out = {
@@ -100,7 +108,7 @@ def prepare_structural_view(
         out["features_drop"] = propagate(pca, drop_weak_edges(conn, 0.1), n_hops).astype(
             np.float32
         )
-        out["features_ppr"] = ppr_propagate(pca, conn, n_hops).astype(np.float32)
+        out["features_ppr"] = ppr_propagate(pca, conn, n_hops, adjacency=A).astype(np.float32)
     if gene_graph:
         edge_index, edge_weight = make_gene_graph(g.gene_profiles)
         out["gene_graph"] = {
