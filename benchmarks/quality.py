@@ -6,7 +6,7 @@ scoring only. Writes ``results/quality.csv`` (one row per dataset x method x see
 
 Usage::
 
-    python benchmarks/quality.py                       # all shared datasets, 3 seeds
+    python benchmarks/quality.py                       # the suite: all shared datasets, 3 seeds
     python benchmarks/quality.py --datasets Zheng_sortedPBMC_2140 --methods scanpy_leiden_k scllm_dsc
     python benchmarks/quality.py --from-csv results/quality.csv   # tables from earlier runs
 
@@ -159,6 +159,11 @@ METHODS = {
     "option_gene_graph": _scllm(gene_graph=True),
     "control_random_gene_vectors": _scllm(control=True),
 }
+# the suite (the default): anchors, scllm_dsc with and without a given k, ablations
+SUITE = ["scanpy_leiden", "scanpy_leiden_k", "kmeans_pca", "scvi_leiden_k", "genept_w_leiden_k",
+         "c2s_leiden_k", "scllm_dsc", "scllm_dsc_auto", "ablation_no_semantic",
+         "ablation_path1_only", "ablation_path2_only", "ablation_no_alignment",
+         "ablation_dec_target"]
 BASELINES = ["scanpy_leiden", "scanpy_leiden_k", "scanpy_scaled_leiden_k", "kmeans_pca",
              "scvi_leiden_k", "genept_w_leiden_k", "c2s_leiden_k"]
 
@@ -256,7 +261,8 @@ def main(argv=None):
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--genetext-dir", type=Path, default=DEFAULT_GENETEXT)
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=SUITE, choices=list(METHODS),
+                        help="default: the suite (all but the extra baselines and options)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--scvi-epochs", type=int, default=100)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.csv")

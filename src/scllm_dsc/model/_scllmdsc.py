@@ -380,7 +380,7 @@ class SCLLMDSC(BaseModelClass):
         plan_kwargs: dict,
         datasplitter_kwargs: dict,
         refresh_target=None,
-        update_interval: int = 5,
+        update_interval: int = 1,
         **trainer_kwargs,
     ):
         n = self.adata.n_obs
@@ -416,7 +416,7 @@ class SCLLMDSC(BaseModelClass):
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         batch_size: int | None = 256,
-        update_interval: int = 5,
+        update_interval: int = 1,
         random_state: int | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
@@ -436,7 +436,9 @@ class SCLLMDSC(BaseModelClass):
             Cells per mini-batch; ``None`` trains full-batch (small data only).
         update_interval
             The clustering target is recomputed over all cells every ``update_interval``
-            epochs of the joint phase.
+            epochs of the joint phase (an inference pass over the cells). Every epoch (1,
+            the default) against every 5th: mean ARI over seeds 0-2 on Zheng sorted PBMC
+            0.780 vs 0.763, Baron human 0.615 vs 0.608.
         random_state
             Seed of torch, numpy and the centre initialisation during training. The initial
             weights are drawn when the model is created: for identical results set

@@ -30,7 +30,7 @@ class SCLLMDSCTrainingPlan(TrainingPlan):
         module,
         *,
         refresh_target: Callable[[], None] | None = None,
-        update_interval: int = 5,
+        update_interval: int = 1,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eps: float = 1e-8,

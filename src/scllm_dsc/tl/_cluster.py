@@ -92,7 +92,7 @@ def cluster(
     max_epochs: int | None = None,
     pretrain_epochs: int | None = None,
     batch_size: int | None = 256,
-    update_interval: int = 5,
+    update_interval: int = 1,
     accelerator: str = "auto",
     devices: int | list[int] | str = "auto",
     model_kwargs: dict | None = None,
