@@ -27,6 +27,13 @@ _doc_params = {
     Return a modified copy instead of writing to ``adata``.""",
     "key_added": """key_added
     Key under which results are stored.""",
+    "graph_inputs": """features
+    Cells x features (dense).
+connectivities
+    Sparse cells x cells graph.""",
+    "adjacency": """adjacency
+    ``Â`` of ``connectivities`` from :func:`~scllm_dsc.graph.normalized_adjacency`, if
+    already computed.""",
 }
 
 

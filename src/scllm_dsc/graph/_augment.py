@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from .._docs import inject_docs
+
 
 def drop_weak_edges(connectivities: sparse.spmatrix, fraction: float = 0.1) -> sparse.csr_matrix:
     """Remove the ``fraction`` of edges with the lowest weight (the least similar pairs).
@@ -36,6 +38,7 @@ def drop_weak_edges(connectivities: sparse.spmatrix, fraction: float = 0.1) -> s
     return C
 
 
+@inject_docs()
 def ppr_propagate(
     features: np.ndarray,
     connectivities: sparse.spmatrix,
@@ -55,18 +58,14 @@ def ppr_propagate(
 
     Parameters
     ----------
-    features
-        Cells x features (dense).
-    connectivities
-        Sparse cells x cells graph.
+    {graph_inputs}
     n_hops
         Number of diffusion steps.
     alpha
         Teleport (restart) probability, in ``(0, 1]``.
     n_iter
         Terms of the truncated series.
-    adjacency
-        ``Â`` of ``connectivities``, if already computed.
+    {adjacency}
 
     Returns
     -------
@@ -74,8 +73,9 @@ def ppr_propagate(
     """
     import torch
 
-    from ._propagate import normalized_adjacency, stack_hops
+    from ._propagate import check_rows, normalized_adjacency, stack_hops
 
+    check_rows(features, connectivities)
     if not 0 < alpha <= 1:
         raise ValueError(f"`alpha` must be in (0, 1], got {alpha}.")
     A = normalized_adjacency(connectivities) if adjacency is None else adjacency

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from .._docs import inject_docs
+
 
 def normalized_adjacency(connectivities: sparse.spmatrix):
     """Symmetric-normalised adjacency with self loops, ``D^-1/2 (A + I) D^-1/2``.
@@ -29,6 +31,15 @@ def normalized_adjacency(connectivities: sparse.spmatrix):
     ).coalesce()
 
 
+def check_rows(features: np.ndarray, connectivities: sparse.spmatrix) -> None:
+    """Raise unless ``features`` has one row per node of the graph."""
+    if np.shape(features)[0] != connectivities.shape[0]:
+        raise ValueError(
+            f"`features` has {np.shape(features)[0]} rows but the graph has "
+            f"{connectivities.shape[0]} nodes."
+        )
+
+
 def stack_hops(features: np.ndarray, apply, n_hops: int) -> np.ndarray:
     """``[X, op(X), ..., op^n_hops(X)]`` as one float32 array (SIGN-style features).
 
@@ -45,6 +56,7 @@ def stack_hops(features: np.ndarray, apply, n_hops: int) -> np.ndarray:
     return torch.cat(out, dim=1).numpy()
 
 
+@inject_docs()
 def propagate(
     features: np.ndarray, connectivities: sparse.spmatrix, n_hops: int = 2, adjacency=None
 ) -> np.ndarray:
@@ -52,14 +64,10 @@ def propagate(
 
     Parameters
     ----------
-    features
-        Cells x features (dense).
-    connectivities
-        Sparse cells x cells graph.
+    {graph_inputs}
     n_hops
         Number of propagation steps.
-    adjacency
-        ``Â`` of ``connectivities`` from :func:`normalized_adjacency`, if already computed.
+    {adjacency}
 
     Returns
     -------
@@ -67,10 +75,6 @@ def propagate(
     """
     import torch
 
-    if np.shape(features)[0] != connectivities.shape[0]:
-        raise ValueError(
-            f"`features` has {np.shape(features)[0]} rows but the graph has "
-            f"{connectivities.shape[0]} nodes."
-        )
+    check_rows(features, connectivities)
     A = normalized_adjacency(connectivities) if adjacency is None else adjacency
     return stack_hops(features, lambda M: torch.sparse.mm(A, M), n_hops)
