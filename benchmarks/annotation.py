@@ -41,7 +41,6 @@ from _common import (  # noqa: E402
     DEFAULT_GENETEXT,
     RESULTS,
     log_normalised_pca,
-    neighbors,
     species_of,
 )
 
@@ -82,7 +81,7 @@ def name_overlap_ranking(markers: dict[str, list[str]], cand: pd.DataFrame) -> d
     for g, genes in markers.items():
         w = _rank_weights(len(genes)) if genes else np.zeros(0)
         score = np.zeros(len(cand))
-        for gw, gene in zip(w, genes):
+        for gw, gene in zip(w, genes, strict=True):
             up = gene.upper()
             score += gw * np.array([up in ws for ws in words])
         out[g] = list(np.argsort(-score, kind="stable")[:3])

@@ -7,7 +7,8 @@ scoring only. Writes ``results/quality.csv`` (one row per dataset x method x see
 Usage::
 
     python benchmarks/quality.py                       # the suite: all shared datasets, 3 seeds
-    python benchmarks/quality.py --datasets Zheng_sortedPBMC_2140 --methods scanpy_leiden_k scllm_dsc
+    python benchmarks/quality.py --datasets Zheng_sortedPBMC_2140 \
+        --methods scanpy_leiden_k scllm_dsc
     python benchmarks/quality.py --from-csv results/quality.csv   # tables from earlier runs
 
 Baselines follow scanpy's pipeline (normalize_total, log1p, 2000 HVG, PCA 50, 15-NN,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import sparse
-
 from conftest import read_dataset
+from scipy import sparse
 from test_model import _semantic_standin
 
 torch.set_num_threads(1)

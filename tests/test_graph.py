@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import sparse
-
 from conftest import read_dataset
+from scipy import sparse
 
 
 @pytest.fixture(scope="module")

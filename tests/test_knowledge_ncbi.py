@@ -10,6 +10,7 @@ from _ncbi_server import CD3E_TEXT, FakeNCBI, make, server  # noqa: F401 (fixtur
 
 from scllm_dsc.knowledge import NCBIKnowledge, get_knowledge, match_genes
 
+
 def test_texts_built_like_the_tables(server, make):
     k = make(email="me@example.org", api_key="KEY")
     texts = k.texts(["CD3E", "A1BG", "TP53", "NOPE1"])
@@ -161,7 +162,7 @@ def test_rate_limit(server, make):
     # 4 requests at 5/s: the first goes at once, each later one gets the next 0.2 s slot
     # (the fake sleep does not pass time, so the slots add up)
     assert len(sleeps) == 3
-    steps = [sleeps[0]] + [b - a for a, b in zip(sleeps, sleeps[1:])]
+    steps = [sleeps[0]] + [b - a for a, b in zip(sleeps, sleeps[1:], strict=False)]
     assert all(0 < s <= 0.2 + 1e-6 for s in steps)
     assert make(api_key="x", requests_per_second=None).client.requests_per_second == 10
     assert make(requests_per_second=None).client.requests_per_second == 3

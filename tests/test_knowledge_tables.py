@@ -16,11 +16,11 @@ from scllm_dsc.knowledge import (
     KnowledgeSource,
     NCBIKnowledge,
     TableKnowledge,
+    _table,
     get_knowledge,
     infer_species,
     match_genes,
 )
-from scllm_dsc.knowledge import _table
 
 
 @pytest.fixture(scope="module")

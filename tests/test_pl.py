@@ -1,9 +1,10 @@
 """Tests of ``sd.pl`` against the documented AnnData contract of ``sd.tl``.
 
-Until ``sd.tl.cluster`` / ``sd.tl.embed_genes`` land, a fixture fabricates their output keys on
-a real dataset (PBMC68k_reduced_700): views are noisy copies of a PCA of the log-normalised
-counts, clusters come from k-means, gene vectors are random unit vectors for the genes "with
-text", and the cell embedding is their expression-weighted mean (GenePT-w style).
+So that each plot is tested in seconds, a fixture fabricates the output keys of
+``sd.tl.cluster`` / ``sd.tl.embed_genes`` on a real dataset (PBMC68k_reduced_700):
+views are noisy copies of a PCA of the log-normalised counts, clusters come from k-means,
+gene vectors are random unit vectors for the genes "with text", and the cell embedding is
+their expression-weighted mean (GenePT-w style).
 """
 
 from __future__ import annotations

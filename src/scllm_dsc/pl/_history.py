@@ -13,7 +13,6 @@ from .._constants import Key
 from ._utils import MissingKeyError, _cluster_hint, finish, new_grid
 
 if TYPE_CHECKING:
-    from anndata import AnnData
     from matplotlib.figure import Figure
 
 PHASE_COLUMNS = ("phase", "stage")

@@ -252,7 +252,7 @@ def cluster(
     # --- model
     t0 = time.perf_counter()
     torch.manual_seed(random_state)
-    np.random.seed(random_state)
+    np.random.seed(random_state)  # noqa: NPY002 (any global-RNG use downstream)
     SCLLMDSC.setup_anndata(
         work,
         semantic_keys=list(semantic) if use_semantic else None,
