@@ -105,6 +105,27 @@ def test_api_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(loaded.predict(), labels)
 
 
+@pytest.mark.parametrize(("update_interval", "expected"), [(1, 4), (3, 2)])
+def test_target_refresh_schedule(adata, monkeypatch, update_interval, expected):
+    """The target is refreshed at joint epochs 0, u, 2u, ... of the joint phase only."""
+    import scllm_dsc as sd
+
+    a = adata.copy()
+    sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=300, n_pcs=20)
+    model = sd.model.SCLLMDSC(a, n_clusters=3, n_latent=8, n_hidden=32)
+    calls = []
+    refresh = model._refresh_target
+
+    def counted():
+        calls.append(model.module.clustering)
+        refresh()
+
+    monkeypatch.setattr(model, "_refresh_target", counted)
+    model.train(max_epochs=6, pretrain_epochs=2, batch_size=200, update_interval=update_interval,
+                random_state=0, enable_progress_bar=False)
+    assert calls == [True] * expected
+
+
 def test_setup_registers_sparse_graph(trained):
     from scipy import sparse
 
