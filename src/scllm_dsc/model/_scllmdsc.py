@@ -581,8 +581,19 @@ class SCLLMDSC(BaseModelClass):
     @torch.inference_mode()
     def _collect(self, adata, indices, batch_size, fn) -> np.ndarray:
         adata = self._validate_anndata(adata)
+        # only what inference reads: the counts are loaded (densified per batch) only when
+        # the gene graph needs them, so a pass over millions of cells stays cheap
+        reg = self.adata_manager.data_registry
+        fields = [TENSOR_KEYS.FEATURES]
+        fields += [k for k in (TENSOR_KEYS.TEXT_1, TENSOR_KEYS.TEXT_2) if k in reg]
+        if self.module.use_gene_graph:
+            fields.append(TENSOR_KEYS.X)
         dl = self._make_data_loader(
-            adata=adata, indices=indices, batch_size=batch_size or 1024, shuffle=False
+            adata=adata,
+            indices=indices,
+            batch_size=batch_size or 1024,
+            shuffle=False,
+            data_and_attributes=fields,
         )
         out = []
         for tensors in dl:
