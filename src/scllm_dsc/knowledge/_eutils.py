@@ -189,7 +189,7 @@ class EUtilsClient:
             ) from e
         except TimeoutError as e:  # socket.timeout while reading
             raise _Retryable(f"timed out after {self.timeout} s") from e
-        except (OSError, ConnectionResetError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException) as e:  # resets, refused, protocol errors
             raise _Retryable(f"connection problem: {e!r}") from e
         try:
             payload = json.loads(raw)

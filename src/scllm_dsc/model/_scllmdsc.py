@@ -364,8 +364,7 @@ class SCLLMDSC(BaseModelClass):
                 ObsmField(TENSOR_KEYS.FEATURES_DROP, _DROP),
                 ObsmField(TENSOR_KEYS.FEATURES_PPR, _PPR),
             ]
-        text_slots = (TENSOR_KEYS.TEXT_1, TENSOR_KEYS.TEXT_2)
-        for reg_key, key in zip(text_slots, semantic_keys, strict=False):  # one or two keys
+        for reg_key, key in zip(TENSOR_KEYS.TEXT, semantic_keys, strict=False):  # 1 or 2 keys
             fields.append(ObsmField(reg_key, key))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
@@ -581,13 +580,9 @@ class SCLLMDSC(BaseModelClass):
     @torch.inference_mode()
     def _collect(self, adata, indices, batch_size, fn) -> np.ndarray:
         adata = self._validate_anndata(adata)
-        # only what inference reads: the counts are loaded (densified per batch) only when
-        # the gene graph needs them, so a pass over millions of cells stays cheap
-        reg = self.adata_manager.data_registry
-        fields = [TENSOR_KEYS.FEATURES]
-        fields += [k for k in (TENSOR_KEYS.TEXT_1, TENSOR_KEYS.TEXT_2) if k in reg]
-        if self.module.use_gene_graph:
-            fields.append(TENSOR_KEYS.X)
+        # only what inference reads: no counts densified per batch unless the gene graph
+        # needs them, so a pass over millions of cells stays cheap
+        fields = self.module.inference_fields(self.adata_manager.data_registry)
         dl = self._make_data_loader(
             adata=adata,
             indices=indices,

@@ -34,6 +34,7 @@ class TENSOR_KEYS:
     FEATURES_PPR = "graph_features_ppr"
     TEXT_1 = "text_path1"
     TEXT_2 = "text_path2"
+    TEXT = (TEXT_1, TEXT_2)  # Path 1, Path 2: one or both registered
     NN_IDX = "nn_indices"
     NN_W = "nn_weights"
     INDICES = REGISTRY_KEYS.INDICES_KEY
@@ -207,6 +208,12 @@ class SCLLMDSCModule(BaseModuleClass):
         self.target = None if target is None else target.detach().cpu()
 
     # ----------------------------------------------------------------------- scvi hooks
+    def inference_fields(self, registered) -> list[str]:
+        """Registry keys :meth:`inference` reads, among those ``registered``: a data loader
+        for inference needs no others (the counts only for the gene graph)."""
+        keys = [TENSOR_KEYS.FEATURES, *(k for k in TENSOR_KEYS.TEXT if k in registered)]
+        return [*keys, TENSOR_KEYS.X] if self.use_gene_graph else keys
+
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict:
         return {
             "features": tensors[TENSOR_KEYS.FEATURES],
