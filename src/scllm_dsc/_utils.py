@@ -136,6 +136,31 @@ def looks_like_counts(X, n_rows: int = 500) -> bool:
     )
 
 
+def counts_hint(adata, layer: str | None = None) -> str:
+    """Where the raw counts of ``adata`` are (or usually are), as advice for an error.
+
+    Names the layers (and ``adata.raw``) that hold non-negative integers, and says how to
+    keep counts before normalising when none does.
+    """
+    where = "`adata.X`" if layer is None else f"layer {layer!r}"
+    found = [
+        f"layer={name!r}"
+        for name, mat in adata.layers.items()
+        if name != layer and looks_like_counts(mat)
+    ]
+    raw = getattr(adata, "raw", None)
+    if raw is not None and looks_like_counts(raw.X):
+        found.append("`adata.raw.to_adata()` (counts in `adata.raw`)")
+    msg = f"{where} does not look like raw counts (log-normalised or scaled?). "
+    if found:
+        return msg + "Counts found here: " + "; ".join(found) + "."
+    return msg + (
+        f"Layers: {list(adata.layers)}; no layer or `adata.raw` holds counts. Counts are "
+        'usually in `adata.layers["counts"]` or `adata.raw`: pass `layer="counts"`, or keep '
+        'them before normalising with `adata.layers["counts"] = adata.X.copy()`.'
+    )
+
+
 class TopK(NamedTuple):
     """The top entries of each row, CSR style: row ``i`` owns ``indptr[i]:indptr[i+1]``.
 

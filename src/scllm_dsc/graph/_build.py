@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from scipy import sparse
 
-from .._utils import check_values, get_matrix, looks_like_counts, to_csr
+from .._utils import check_values, counts_hint, get_matrix, looks_like_counts, to_csr
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -159,9 +159,8 @@ def build_graph(
     check_values(X, layer)
     if not looks_like_counts(X):
         raise ValueError(
-            "The expression matrix does not look like raw counts (non-integer values, e.g. "
-            "log-normalised data). Pass `layer=` with the name of the raw counts layer "
-            f"(layers: {list(adata.layers)})."
+            "The cell graph is built from raw counts (pass `layer=` with them): "
+            + counts_hint(adata, layer)
         )
     X = to_csr(X, np.float32, copy=True)  # normalised in place below
     tmp = ad.AnnData(X)

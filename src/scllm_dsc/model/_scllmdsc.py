@@ -18,6 +18,7 @@ from scvi.train import TrainRunner
 
 from .._constants import Key
 from ..module import TENSOR_KEYS, SCLLMDSCModule
+from ._progress import quiet_training, trainer_progress_kwargs
 from ._trainingplan import SCLLMDSCTrainingPlan
 
 if TYPE_CHECKING:
@@ -367,7 +368,8 @@ class SCLLMDSC(BaseModelClass):
         for reg_key, key in zip(TENSOR_KEYS.TEXT, semantic_keys, strict=False):  # 1 or 2 keys
             fields.append(ObsmField(reg_key, key))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        with quiet_training():
+            adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
     # ------------------------------------------------------------------------- training
@@ -381,6 +383,7 @@ class SCLLMDSC(BaseModelClass):
         datasplitter_kwargs: dict,
         refresh_target=None,
         update_interval: int = 1,
+        stage: str = "training",
         **trainer_kwargs,
     ):
         n = self.adata.n_obs
@@ -401,16 +404,19 @@ class SCLLMDSC(BaseModelClass):
         )
         trainer_kwargs.setdefault("early_stopping", False)
         trainer_kwargs.setdefault("enable_checkpointing", False)
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
-        return runner()
+        n_batches = n // batch_size if ds_kwargs["drop_last"] else -(-n // batch_size)
+        trainer_kwargs = trainer_progress_kwargs(stage, trainer_kwargs, n_batches)
+        with quiet_training():  # the Trainer logs its hardware when it is created
+            runner = self._train_runner_cls(
+                self,
+                training_plan=plan,
+                data_splitter=splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                **trainer_kwargs,
+            )
+            return runner()
 
     def train(
         self,
@@ -462,7 +468,8 @@ class SCLLMDSC(BaseModelClass):
 
         n = self.adata.n_obs
         if random_state is not None:
-            scvi.settings.seed = int(random_state)
+            with quiet_training():  # Lightning logs "Seed set to ..."
+                scvi.settings.seed = int(random_state)
         self._random_state = 0 if random_state is None else int(random_state)
         max_epochs = (
             default_epochs(n, batch_size or n) if max_epochs is None else int(max_epochs)
@@ -476,7 +483,6 @@ class SCLLMDSC(BaseModelClass):
         batch_size = n if batch_size is None else int(min(batch_size, n))
         plan_kwargs = dict(plan_kwargs or {})
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
-        trainer_kwargs.setdefault("enable_progress_bar", scvi.settings.verbosity <= logging.INFO)
         common = dict(
             batch_size=batch_size,
             accelerator=accelerator,
@@ -495,7 +501,7 @@ class SCLLMDSC(BaseModelClass):
             self.module.clustering = False
             self.module.set_target(None)
             if pretrain_epochs > 0:
-                self._run_phase(pretrain_epochs, **common)
+                self._run_phase(pretrain_epochs, stage="pre-training", **common)
             self._init_clusters()
             joint = max_epochs - pretrain_epochs
             if joint > 0:
@@ -505,6 +511,7 @@ class SCLLMDSC(BaseModelClass):
                     joint,
                     refresh_target=self._refresh_target,
                     update_interval=update_interval,
+                    stage="joint training",
                     **common,
                 )
         except SystemExit as e:

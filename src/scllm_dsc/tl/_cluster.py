@@ -11,7 +11,14 @@ from scipy import sparse
 
 from .._constants import Key
 from .._docs import inject_docs
-from .._utils import check_values, get_matrix, looks_like_counts, resolve_adata, to_csr
+from .._utils import (
+    check_values,
+    counts_hint,
+    get_matrix,
+    looks_like_counts,
+    resolve_adata,
+    to_csr,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -60,13 +67,21 @@ def _compute_semantic(adata: AnnData, layer: str | None, missing: list[str]) -> 
 
 
 def _relabel_by_size(labels: np.ndarray, proba: np.ndarray):
-    """Rename clusters 0..k-1 by decreasing size (empty clusters last); reorder proba too."""
+    """Rename clusters 0..k-1 by decreasing size and drop the empty ones.
+
+    Returns the new labels and the soft assignments restricted to the non-empty clusters
+    (columns in label order, rows renormalised to sum to 1), so that the labels, the
+    probability columns and the reported number of clusters always agree.
+    """
     k = proba.shape[1]
     sizes = np.bincount(labels, minlength=k)
     order = np.lexsort((np.arange(k), -sizes))  # biggest first, ties by index
+    kept = order[sizes[order] > 0]
     rank = np.empty(k, dtype=int)
     rank[order] = np.arange(k)
-    return rank[labels], proba[:, order], int((sizes > 0).sum())
+    proba = np.asarray(proba[:, kept], dtype=np.float64)
+    proba /= np.maximum(proba.sum(1, keepdims=True), np.finfo(np.float64).tiny)
+    return rank[labels], proba, len(kept)
 
 
 @inject_docs()
@@ -204,10 +219,8 @@ def cluster(
     check_values(X, layer)
     if not looks_like_counts(X):
         raise ValueError(
-            "sd.tl.cluster needs raw counts (non-negative integers); "
-            + ("`adata.X` does not look like counts (log-normalised?). Pass `layer=` with the "
-               f"counts layer (layers: {list(adata.layers)})."
-               if layer is None else f"layer {layer!r} does not look like counts.")
+            "sd.tl.cluster needs raw counts (non-negative integers; pass `layer=` with "
+            f"them): {counts_hint(adata, layer)}"
         )
 
     # --- semantic view (computed on a stand-in; written at the end)
@@ -294,9 +307,13 @@ def cluster(
             representation="aligned_structural"
         )
     proba = model.predict(soft=True)
+    k_model = proba.shape[1]
     labels, proba, k_used = _relabel_by_size(proba.argmax(1), proba)
-    if k_used < proba.shape[1]:
-        logg.warning(f"{proba.shape[1] - k_used} of {proba.shape[1]} clusters ended up empty.")
+    if k_used < k_model:
+        logg.warning(
+            f"{k_model - k_used} of {k_model} clusters ended up with no cells and were "
+            f"dropped: {k_used} clusters are written."
+        )
     timings["inference"] = time.perf_counter() - t0
     history = {
         key: np.asarray([float(v) for v in df.iloc[:, 0].to_numpy()], dtype=np.float64)
@@ -320,8 +337,12 @@ def cluster(
         "distances_key": Key.distances(key_added),
         "params": {
             **prep["params"],
-            "n_clusters": int(model.n_clusters),
+            # what the labels and the probability columns hold
+            "n_clusters": int(k_used),
+            # given by the user (-1: not given), estimated (-1: not estimated), trained
             "n_clusters_requested": -1 if n_clusters is None else int(n_clusters),
+            "n_clusters_estimated": int(model.n_clusters) if n_clusters is None else -1,
+            "n_clusters_trained": int(k_model),
             "resolution": float(resolution),
             "use_semantic": bool(use_semantic),
             "semantic_keys": list(semantic) if use_semantic else [],

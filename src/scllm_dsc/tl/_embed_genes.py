@@ -10,7 +10,7 @@ from scipy import sparse
 
 from .._constants import DEFAULT_MODEL, Key
 from .._docs import inject_docs
-from .._utils import get_matrix, iter_row_chunks, l2_normalize, resolve_adata, top_k_per_row
+from .._utils import counts_hint, get_matrix, iter_row_chunks, l2_normalize, resolve_adata, top_k_per_row
 from ._semantic import check_expression, gene_names, gene_stats, idf_weights, normalize_block
 
 
@@ -174,8 +174,8 @@ def embed_genes(
     is_counts = check_expression(X, layer)
     if not is_counts:
         logg.warning(
-            "the expression matrix does not look like raw counts; using its values as "
-            "normalised expression. Pass `layer=` with counts for library-size normalisation."
+            f"{counts_hint(ad, layer)} Using its values as normalised expression here; "
+            "`sd.tl.cluster` will need the counts (pass `layer=`)."
         )
 
     names = gene_names(ad, gene_symbols)
