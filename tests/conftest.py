@@ -1,4 +1,9 @@
-"""Shared fixtures: paths to the project's shared real data, small AnnData objects."""
+"""Shared fixtures: paths to the project's shared real data, small synthetic AnnData objects.
+
+Unit tests run on :func:`synthetic` (always there). A test that reads ``../shared`` must carry
+``@pytest.mark.shared``: it then skips cleanly when the data are absent, while an unmarked
+test that asks for them fails (so nothing skips silently for missing data).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,29 @@ DATASETS = SHARED / "data" / "datasets"
 GENETEXT = SHARED / "data" / "genetext"
 
 
+_CURRENT: list = [None]  # the test item being set up or run
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _CURRENT[0] = item
+
+
 def _require(path: Path) -> Path:
+    item = _CURRENT[0]
+    if item is not None and item.get_closest_marker("shared") is None:
+        pytest.fail(f"{item.nodeid} reads the shared data but is not marked "
+                    "@pytest.mark.shared", pytrace=False)
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (set SCLLM_DSC_SHARED)")
     return path
+
+
+def synthetic(n_obs: int = 400, n_vars: int = 300, n_clusters: int = 4, **kwargs):
+    """Negative-binomial counts with planted types and real gene symbols (no files needed)."""
+    from scllm_dsc.datasets import synthetic_counts
+
+    return synthetic_counts(n_obs, n_vars, n_clusters, **kwargs)
 
 
 @pytest.fixture(scope="session")

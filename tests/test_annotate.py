@@ -7,7 +7,7 @@ import builtins
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import read_dataset
+from conftest import read_dataset, synthetic
 
 import scllm_dsc as sd
 from scllm_dsc.pl._annotation import annotation as plot_annotation
@@ -35,6 +35,7 @@ def _ranked(adata, key="cell_type"):
     return r
 
 
+@pytest.mark.shared
 def test_b_cell_cluster_named_b_cell(pbmc):
     annotate_clusters(pbmc, key="cell_type", candidates=IMMUNE)
     r = _ranked(pbmc)
@@ -51,6 +52,7 @@ def test_b_cell_cluster_named_b_cell(pbmc):
     assert "B lymphocyte" in cand.loc["B cell", "text"]
 
 
+@pytest.mark.shared
 def test_deterministic(pbmc):
     a, b = pbmc.copy(), pbmc.copy()
     annotate_clusters(a, key="cell_type", candidates=IMMUNE, de_method="t-test", random_state=3)
@@ -62,6 +64,7 @@ def test_deterministic(pbmc):
     assert a.obs["cell_type_annotation"].equals(b.obs["cell_type_annotation"])
 
 
+@pytest.mark.shared
 def test_keys_written_rest_unchanged(pbmc):
     before = pbmc.copy()
     annotate_clusters(pbmc, key="cell_type", candidates=IMMUNE, n_top=2, de_method="t-test")
@@ -89,6 +92,7 @@ def test_keys_written_rest_unchanged(pbmc):
     assert isinstance(pbmc.obs["cell_type_annotation"].dtype, pd.CategoricalDtype)
 
 
+@pytest.mark.shared
 def test_copy_and_key_added(pbmc):
     out = annotate_clusters(pbmc, key="cell_type", candidates=IMMUNE, copy=True,
                             key_added="names", use_markers=False)
@@ -97,6 +101,7 @@ def test_copy_and_key_added(pbmc):
     assert np.isnan(out.uns["names"]["ranking"]["marker_score"]).all()
 
 
+@pytest.mark.shared
 def test_dict_candidates(pbmc):
     cands = {
         "plasmablast-like": "antibody secreting cell expressing immunoglobulin genes",
@@ -143,6 +148,7 @@ def test_ontology_subsets():
         ontology_candidates("no such cell type")
 
 
+@pytest.mark.shared
 def test_ontology_candidates_rank(pbmc):
     """Ranking among the CL hematopoietic subtree: the B-cell cluster gets a B-cell term."""
     annotate_clusters(pbmc, key="cell_type", within="CL:0000236", de_method="t-test")
@@ -151,6 +157,7 @@ def test_ontology_candidates_rank(pbmc):
     assert pbmc.uns["cell_type_annotation"]["params"]["within"] == "CL:0000236"
 
 
+@pytest.mark.shared
 def test_missing_extra_clear_error(pbmc, monkeypatch):
     real_import = builtins.__import__
 
@@ -173,13 +180,14 @@ def test_missing_extra_clear_error(pbmc, monkeypatch):
 
 
 def test_missing_gene_text_names_embed_genes():
-    adata = read_dataset("PBMC68k_reduced_700")
+    adata = synthetic()
     with pytest.raises(KeyError, match=r"sd\.tl\.embed_genes"):
         annotate_clusters(adata, key="cell_type", candidates=IMMUNE)
     with pytest.raises(KeyError, match=r"sd\.tl\.cluster"):
         annotate_clusters(adata, candidates=IMMUNE)
 
 
+@pytest.mark.shared
 def test_bad_arguments(pbmc):
     with pytest.raises(ValueError, match="either"):
         annotate_clusters(pbmc, key="cell_type", candidates=IMMUNE, within="immune")
@@ -194,6 +202,7 @@ def test_bad_arguments(pbmc):
     assert "cell_type_annotation" not in pbmc.uns
 
 
+@pytest.mark.shared
 def test_plot(pbmc, tmp_path):
     import matplotlib
 

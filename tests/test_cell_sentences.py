@@ -139,6 +139,7 @@ def test_embedding_with_tiny_model_chunks_long_sentences(bert_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 def test_real_zheng_subset_minilm(shared_datasets):
     from sklearn.model_selection import cross_val_score
     from sklearn.neighbors import KNeighborsClassifier

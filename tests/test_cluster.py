@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import read_dataset
+from conftest import synthetic
 from scipy import sparse
 from test_model import _semantic_standin
 
@@ -17,7 +17,7 @@ FAST = dict(n_top_genes=300, n_pcs=20, n_latent=8, max_epochs=4, batch_size=128,
 
 @pytest.fixture(scope="module")
 def adata():
-    a = read_dataset("PBMC68k_reduced_700")[:400].copy()
+    a = synthetic(400, 480)
     del a.obs["cell_type"]
     _semantic_standin(a)
     a.layers["counts"] = a.X.copy()
@@ -52,9 +52,12 @@ def test_outputs(clustered, adata):
     # cluster 0 is the largest
     sizes = lab.value_counts()
     assert sizes["0"] == sizes.max()
+    g = a.uns["scllm_dsc_neighbors"]  # scanpy's neighbors layout, apart from the parameters
+    assert g["connectivities_key"] == "scllm_dsc_connectivities"
+    assert g["distances_key"] == "scllm_dsc_distances"
+    assert g["params"]["n_neighbors"] == 15
     u = a.uns["scllm_dsc"]
-    assert u["connectivities_key"] == "scllm_dsc_connectivities"
-    assert u["distances_key"] == "scllm_dsc_distances"
+    assert "connectivities_key" not in u and set(u) == {"params", "history", "timings"}
     assert u["params"]["n_neighbors"] == 15 and u["params"]["use_semantic"]
     assert "recon_train" in u["history"] and len(u["history"]["recon_train"]) == 4
     # input untouched apart from documented keys
@@ -72,7 +75,7 @@ def test_outputs(clustered, adata):
     sc.pp.neighbors(a, use_rep="X_scllm_dsc", key_added="lat")
     sc.tl.umap(a, neighbors_key="lat")
     assert a.obsm["X_umap"].shape == (n, 2)
-    sc.tl.leiden(a, neighbors_key="scllm_dsc", flavor="igraph", n_iterations=2)
+    sc.tl.leiden(a, neighbors_key="scllm_dsc_neighbors", flavor="igraph", n_iterations=2)
 
 
 def test_deterministic(clustered, adata):
@@ -99,18 +102,46 @@ def test_structural_only_layer_copy_nclusters_none(adata):
     assert not out.uns["s"]["params"]["use_semantic"]
 
 
-def test_missing_semantic_names_the_call(adata):
+def test_missing_semantic_without_knowledge_names_the_call(adata, tmp_path, monkeypatch):
+    """No knowledge table where the defaults look: a clear error naming the call, no output."""
     import scllm_dsc as sd
 
+    monkeypatch.setattr(sd.settings, "knowledge_dir", tmp_path)  # an empty folder
     a = adata.copy()
     del a.obsm["X_gene_text"]
-    try:
+    with pytest.raises(RuntimeError, match=r"sd\.tl\.embed_genes\(adata\)") as err:
         sd.tl.cluster(a, n_clusters=3, **FAST)
-    except RuntimeError as e:  # the tool is unavailable or failed here
-        assert "sd.tl.embed_genes(adata)" in str(e)
-        assert "scllm_dsc" not in a.obs and "X_gene_text" not in a.obsm
-    else:  # the tool worked: its output is written with ours
-        assert "X_gene_text" in a.obsm and "scllm_dsc" in a.obs
+    assert "use_semantic=False" in str(err.value)
+    assert "scllm_dsc" not in a.obs and "X_gene_text" not in a.obsm
+    assert "X_scllm_dsc" not in a.obsm and "scllm_dsc" not in a.uns
+
+
+def test_missing_semantic_is_computed_with_defaults(adata, tmp_path, monkeypatch):
+    """With knowledge where the defaults look, the missing view is computed and written."""
+    import functools
+
+    import scllm_dsc as sd
+    from _tiny_models import tiny_bert
+    from reliability._helpers import tiny_knowledge
+
+    bert = tiny_bert(tmp_path / "bert")
+    real = sd.tl.embed_genes
+    calls = []
+
+    def embed(ad, *args, **kwargs):
+        calls.append(ad.n_obs)
+        return functools.partial(real, model=str(bert), species="human")(
+            ad, tiny_knowledge(ad.var_names), *args, **kwargs
+        )
+
+    monkeypatch.setattr(sd.tl, "embed_genes", embed)
+    a = adata.copy()
+    del a.obsm["X_gene_text"]
+    sd.tl.cluster(a, n_clusters=3, **FAST)
+    assert calls == [a.n_obs]
+    assert a.obsm["X_gene_text"].shape[0] == a.n_obs
+    np.testing.assert_allclose(np.linalg.norm(a.obsm["X_gene_text"], axis=1), 1, atol=1e-4)
+    assert a.obs["scllm_dsc"].nunique() == 3
 
 
 def test_bad_n_clusters(adata):

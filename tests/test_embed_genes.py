@@ -174,6 +174,7 @@ def test_errors_leave_adata_unchanged(bert_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 def test_real_zheng_subset_minilm(shared_datasets, human_table):
     """300 cells x the 1,000 most expressed genes of Zheng with the real MiniLM."""
     from sklearn.model_selection import cross_val_score

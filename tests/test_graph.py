@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import read_dataset
+from conftest import synthetic
 from scipy import sparse
 
 
 @pytest.fixture(scope="module")
 def small():
-    a = read_dataset("PBMC68k_reduced_700")
-    return a[:300].copy()
+    a = synthetic(300, 480)
+    return a
 
 
 def test_build_graph_sparse_and_linear(small):

@@ -45,6 +45,7 @@ def _var_names(name: str):
 
 
 # -- tables ----------------------------------------------------------------------------------
+@pytest.mark.shared
 def test_human_table_finds_its_siblings(human, genetext_dir):
     assert human.species == "human"
     assert human.name == str(genetext_dir / "human_gene_text.tsv.gz")
@@ -60,6 +61,7 @@ def test_human_table_finds_its_siblings(human, genetext_dir):
     assert human.ensembl()["ENSG00000121410"] == "A1BG"
 
 
+@pytest.mark.shared
 def test_human_matching_routes(human):
     genes = [
         "CD3E",  # symbol
@@ -90,6 +92,7 @@ def test_human_matching_routes(human):
     assert list(df.index) == genes and df.loc["ABG", "symbol"] == "A1BG"
 
 
+@pytest.mark.shared
 def test_ensembl_ids_column(human):
     m = match_genes(["mystery", "CD3E", "other"], human, ensembl_ids=["ENSG00000121410.3", None,
                                                                       np.nan])
@@ -99,6 +102,7 @@ def test_ensembl_ids_column(human):
         match_genes(["a", "b"], human, ensembl_ids=["ENSG00000121410"])
 
 
+@pytest.mark.shared
 def test_zheng_coverage(human):
     genes = _var_names("Zheng_sortedPBMC_2140")
     m = match_genes(genes, human)
@@ -109,11 +113,13 @@ def test_zheng_coverage(human):
     assert m.symbols[genes.index("PNRC2.1")] == "PNRC2"
 
 
+@pytest.mark.shared
 def test_cellbench_ensembl_names(human):
     m = match_genes(_var_names("CellBench_CELseq2_5cl"), human)
     assert m.summary()["ensembl"] > 100 and m.coverage >= 0.9
 
 
+@pytest.mark.shared
 def test_mouse_table_is_case_aware(mouse):
     assert mouse.species == "mouse" and mouse.aliases() == {} and mouse.ensembl() == {}
     m = match_genes(["Cd3e", "CD3E", "cd3e", "T", "t", "Gapdh.1", "NotAGene"], mouse)
@@ -179,6 +185,7 @@ def test_csv_and_plain_tsv(tmp_path):
     assert k4.aliases() == {} and k4.ensembl() == {}
 
 
+@pytest.mark.shared
 def test_tables_parsed_once_per_path_and_mtime(tmp_path, human_table):
     p = tmp_path / "human_gene_text.tsv"
     p.write_text("symbol\ttext\nCD3E\tv1\n")
@@ -210,6 +217,7 @@ def test_dict_knowledge():
 
 
 # -- get_knowledge ----------------------------------------------------------------------------
+@pytest.mark.shared
 def test_get_knowledge_resolution(genetext_dir, human_table, monkeypatch, tmp_path):
     assert isinstance(get_knowledge(human_table), TableKnowledge)
     assert get_knowledge(str(genetext_dir), species="mouse").path.name == "mouse_gene_text.tsv.gz"
@@ -249,6 +257,7 @@ def test_get_knowledge_resolution(genetext_dir, human_table, monkeypatch, tmp_pa
         ("Zeisel_subset_1464", "mouse"),
     ],
 )
+@pytest.mark.shared
 def test_infer_species_on_datasets(name, species, shared_datasets):
     assert infer_species(_var_names(name)) == species
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import read_dataset
+from conftest import synthetic
 
 torch.set_num_threads(1)
 
@@ -26,7 +26,7 @@ def _semantic_standin(adata, d=16, seed=0):
 
 @pytest.fixture(scope="module")
 def adata():
-    a = read_dataset("PBMC68k_reduced_700")[:400].copy()
+    a = synthetic(400, 480)
     del a.obs["cell_type"]
     _semantic_standin(a)
     return a
@@ -132,7 +132,7 @@ def test_setup_registers_sparse_graph(trained):
     a, _ = trained
     C = a.obsp["scllm_dsc_connectivities"]
     assert sparse.issparse(C) and C.nnz < a.n_obs * 40
-    assert a.uns["scllm_dsc"]["connectivities_key"] == "scllm_dsc_connectivities"
+    assert a.uns["scllm_dsc_neighbors"]["connectivities_key"] == "scllm_dsc_connectivities"
 
 
 def test_missing_semantic_key_error(adata):

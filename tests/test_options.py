@@ -95,10 +95,10 @@ def test_cross_view_and_neighbour_losses():
 
 @pytest.fixture(scope="module")
 def adata():
-    from conftest import read_dataset
+    from conftest import synthetic
     from test_model import _semantic_standin
 
-    a = read_dataset("PBMC68k_reduced_700")[:300].copy()
+    a = synthetic(300, 480)
     del a.obs["cell_type"]
     _semantic_standin(a)
     G = np.random.default_rng(0).normal(size=(a.n_vars, 24)).astype(np.float32)

@@ -36,6 +36,7 @@ def test_console_script_is_declared():
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 def test_demo_runs_offline(genetext_dir, capsys):
     from scllm_dsc._cli import main
 

@@ -336,6 +336,7 @@ def test_transfer_labels_errors():
     np.testing.assert_array_equal(query.obsm[KEY], qsnap[1])
 
 
+@pytest.mark.shared
 def test_refine_then_transfer_on_real_data(shared_datasets):
     """End to end on a real dataset (PBMC68k_reduced_700, 700 cells). The real gene-text
     embedding needs the text encoder, so a stand-in is built from the expression: a shared

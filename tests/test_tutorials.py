@@ -26,6 +26,7 @@ def test_both_tutorials_are_committed_with_outputs():
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.shared
 def test_tutorial_executes(name, genetext_dir, monkeypatch, tmp_path):
     pytest.importorskip("nbclient", reason="pip install 'scllm-dsc[doc]'")
     import nbformat

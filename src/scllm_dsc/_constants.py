@@ -19,6 +19,11 @@ class Key:
     CLUSTER: Final = "scllm_dsc"  # default key_added
 
     @staticmethod
+    def neighbors(key: str) -> str:
+        """``uns`` key of the neighbors-style entry of the cell graph (``neighbors_key=``)."""
+        return f"{key}_neighbors"
+
+    @staticmethod
     def connectivities(key: str) -> str:
         return f"{key}_connectivities"
 

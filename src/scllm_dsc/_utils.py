@@ -210,8 +210,8 @@ def top_k_per_row(X, k: int, chunk_size: int = 4096) -> TopK:
     )
 
 
-def l2_normalize(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Row-wise L2 normalisation; all-zero rows stay zero."""
-    X = np.asarray(X)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, eps)
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation (:func:`sklearn.preprocessing.normalize`); zero rows stay zero."""
+    from sklearn.preprocessing import normalize
+
+    return normalize(np.asarray(X))

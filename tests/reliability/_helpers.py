@@ -179,13 +179,13 @@ CLUSTER_OUT = dict(
         "X_cell_sentence",
     ],
     obsp=["scllm_dsc_connectivities", "scllm_dsc_distances"],
-    uns=["scllm_dsc"],
+    uns=["scllm_dsc", "scllm_dsc_neighbors"],
 )
 SETUP_OUT = dict(  # SCLLMDSC.setup_anndata: the graph, private registered arrays, cell index
     obs=["_indices"],
     obsm=["_scllm_dsc_features", "_scllm_dsc_nn_indices", "_scllm_dsc_nn_weights"],
     obsp=["scllm_dsc_connectivities", "scllm_dsc_distances"],
-    uns=["scllm_dsc", "_scvi_uuid", "_scvi_manager_uuid"],
+    uns=["scllm_dsc_neighbors", "_scvi_uuid", "_scvi_manager_uuid"],
 )
 
 
@@ -201,11 +201,11 @@ def merge(*outputs: dict) -> dict:
 
 def pipeline(model: str) -> dict[str, np.ndarray]:
     """Both semantic paths (tiny text model) and the clustering of 200 PBMC cells."""
-    from conftest import read_dataset
+    from conftest import synthetic
 
     import scllm_dsc as sd
 
-    a = read_dataset("PBMC68k_reduced_700")[:200, :300].copy()
+    a = synthetic(200, 300)
     sd.tl.embed_genes(a, tiny_knowledge(a.var_names), model=model, species="human")
     sd.tl.cell_sentences(a, model=model)
     sd.tl.cluster(a, n_clusters=3, **FAST)

@@ -24,7 +24,7 @@ from _helpers import (
     tiny_knowledge,
 )
 from _tiny_models import tiny_bert
-from conftest import read_dataset
+from conftest import synthetic
 from scipy import sparse
 
 import scllm_dsc as sd
@@ -36,7 +36,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def full():
     """All 700 cells of PBMC68k (raw counts, CSR float32), first 300 genes."""
-    a = read_dataset("PBMC68k_reduced_700")[:, :300].copy()
+    a = synthetic(400, 300)
     del a.obs["cell_type"]
     return a
 
@@ -221,6 +221,7 @@ def _real_ensembl_ids(genetext_dir, symbols):
     return [table.get(s) for s in symbols]
 
 
+@pytest.mark.shared
 def test_ensembl_ids_without_symbol_column(pbmc, bert, know, genetext_dir, human_table):
     ids = _real_ensembl_ids(genetext_dir, pbmc.var_names)
     keep = [i for i, e in enumerate(ids) if e is not None]
@@ -261,6 +262,7 @@ def test_version_and_make_unique_suffixes(pbmc, bert, know):
     assert_only_added(before, pbmc, **merge(EMBED_GENES_OUT, CELL_SENTENCES_OUT))
 
 
+@pytest.mark.shared
 def test_species_without_knowledge_table(pbmc, bert, genetext_dir):
     before = adata_fingerprint(pbmc)
     with pytest.raises(FileNotFoundError, match="zebrafish") as err:
@@ -339,8 +341,8 @@ def test_no_cells(full, bert, know):
     assert_only_added(before, a, **merge(EMBED_GENES_OUT, CELL_SENTENCES_OUT))
 
 
-def test_single_cell_type(shared_datasets):
-    full = read_dataset("PBMC68k_reduced_700")
+def test_single_cell_type():
+    full = synthetic(400, 300)
     top = full.obs["cell_type"].value_counts().index[0]
     a = full[full.obs["cell_type"] == top][:, :300].copy()
     assert a.n_obs >= 50
@@ -441,6 +443,7 @@ def test_knowledge_table_with_missing_columns(pbmc, bert, tmp_path):
     assert adata_fingerprint(pbmc) == before
 
 
+@pytest.mark.shared
 def test_truncated_knowledge_table(pbmc, bert, tmp_path, human_table):
     raw = human_table.read_bytes()
     bad = tmp_path / "human_gene_text.tsv.gz"

@@ -23,7 +23,7 @@ import pytest
 import torch
 from _helpers import FAST, adata_fingerprint, semantic_standin
 from _ncbi_server import CD3E_TEXT, FakeNCBI, make, server  # noqa: F401 (fixtures)
-from conftest import read_dataset
+from conftest import synthetic
 
 import scllm_dsc as sd
 from scllm_dsc.knowledge import NCBIKnowledge
@@ -123,7 +123,7 @@ def test_failed_batch_keeps_the_batches_before_it(server, make):
 
 
 def test_network_absent_through_embed_genes(tmp_path):
-    a = read_dataset("PBMC68k_reduced_700")[:50, :40].copy()
+    a = synthetic(50, 40, n_markers=5)
     k = NCBIKnowledge(
         base_url=f"http://127.0.0.1:{_closed_port()}/", cache_dir=tmp_path, backoff=0.001
     )
@@ -282,7 +282,7 @@ class InterruptAt:
 
 @pytest.fixture(scope="module")
 def cells():
-    a = read_dataset("PBMC68k_reduced_700")[:200, :300].copy()
+    a = synthetic(200, 300)
     del a.obs["cell_type"]
     semantic_standin(a)
     return a

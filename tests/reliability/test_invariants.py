@@ -27,7 +27,7 @@ from _helpers import (
     tiny_knowledge,
 )
 from _tiny_models import tiny_bert
-from conftest import read_dataset
+from conftest import synthetic
 from scipy import sparse
 
 import scllm_dsc as sd
@@ -44,7 +44,7 @@ CANDIDATES = {
 
 @pytest.fixture(scope="module")
 def counts():
-    a = read_dataset("PBMC68k_reduced_700")[:200, :300].copy()
+    a = synthetic(200, 300)
     del a.obs["cell_type"]
     return a
 

@@ -1,6 +1,5 @@
 """The scvi-tools style model."""
 
-from ._scllmdsc import SCLLMDSC, default_epochs, prepare_structural_view
-from ._trainingplan import SCLLMDSCTrainingPlan
+from ._scllmdsc import SCLLMDSC
 
-__all__ = ["SCLLMDSC", "SCLLMDSCTrainingPlan", "default_epochs", "prepare_structural_view"]
+__all__ = ["SCLLMDSC"]

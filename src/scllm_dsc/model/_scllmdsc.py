@@ -285,8 +285,9 @@ class SCLLMDSC(BaseModelClass):
         If ``adata.obsp[f"{graph_key}_connectivities"]`` is absent, the sparse kNN graph is
         built (see :func:`scllm_dsc.graph.build_graph`) and written to
         ``adata.obsp[f"{graph_key}_connectivities"]`` / ``_distances`` and
-        ``adata.uns[graph_key]``. Graph-propagated features and a fixed-width neighbour table
-        are stored in private ``adata.obsm`` keys (``_scllm_dsc_*``) and registered.
+        ``adata.uns[f"{graph_key}_neighbors"]``. Graph-propagated features and a fixed-width
+        neighbour table are stored in private ``adata.obsm`` keys (``_scllm_dsc_*``) and
+        registered.
 
         Parameters
         ----------
@@ -345,7 +346,7 @@ class SCLLMDSC(BaseModelClass):
             if user_graph is None:
                 adata.obsp[conn_key] = prep["connectivities"]
                 adata.obsp[Key.distances(graph_key)] = prep["distances"]
-                adata.uns[graph_key] = {
+                adata.uns[Key.neighbors(graph_key)] = {
                     "connectivities_key": conn_key,
                     "distances_key": Key.distances(graph_key),
                     "params": prep["params"],
@@ -454,7 +455,7 @@ class SCLLMDSC(BaseModelClass):
             ``scvi.settings.seed`` (or call ``torch.manual_seed``) before creating it
             (:func:`scllm_dsc.tl.cluster` does this for you).
         plan_kwargs
-            Passed to :class:`~scllm_dsc.model.SCLLMDSCTrainingPlan` (``lr``...).
+            Passed to the training plan, ``SCLLMDSCTrainingPlan`` (``lr``...).
         datasplitter_kwargs
             Passed to :class:`scvi.dataloaders.DataSplitter`.
         **trainer_kwargs

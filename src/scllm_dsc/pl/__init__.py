@@ -9,14 +9,12 @@ from ._alignment import alignment
 from ._annotation import annotation
 from ._cluster_genes import cluster_gene_table, cluster_genes
 from ._history import training_history
-from ._metrics import alignment_scores
 from ._utils import MissingKeyError, semantic_key, structural_key, umap_key
 from ._views import views
 
 __all__ = [
     "alignment",
     "annotation",
-    "alignment_scores",
     "views",
     "training_history",
     "cluster_genes",

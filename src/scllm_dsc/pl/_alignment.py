@@ -9,7 +9,7 @@ import numpy as np
 
 from .._constants import Key
 from .._docs import inject_docs
-from ._metrics import alignment_scores
+from ..tl._alignment_scores import alignment_scores
 from ._utils import check_axs, finish, new_grid, palette_for
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .._constants import Key
 from .._docs import inject_docs
+from .._utils import l2_normalize
 from ._utils import (
     _cluster_hint,
     as_categorical,
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _EMBED_HINT = "run `sd.tl.embed_genes(adata)` first"
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=-1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0)
 
 
 def _knowledge_genes(adata, clusters: pd.Categorical, n_genes: int, center: bool):
@@ -59,7 +55,7 @@ def _knowledge_genes(adata, clusters: pd.Categorical, n_genes: int, center: bool
         # would be closest to the same generic genes
         G = G - G.mean(axis=0)
         centroids = centroids - C.mean(axis=0)
-    sims = _unit(centroids) @ _unit(G).T  # clusters x found genes
+    sims = l2_normalize(centroids) @ l2_normalize(G).T  # clusters x found genes
     n = min(n_genes, G.shape[0])
     top = np.argsort(-sims, axis=1, kind="stable")[:, :n]
     return {

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PHASE_COLUMNS = ("phase", "stage")
-PRETRAIN_PARAMS = ("n_epochs_pretrain", "pretrain_epochs", "epochs_pretrain", "n_pretrain_epochs")
 PHASE_COLORS = {"pretrain": "#e8e8e8", "joint": "#dbe9f6"}
 _SPLIT = re.compile(r"^(?:(train|validation|val|test)_)?(.+?)(?:_(train|validation|val|test))?$")
 
@@ -132,8 +131,9 @@ def training_history(
     One panel per loss term. Training and validation values of the same term
     (``train_<term>``/``validation_<term>`` or ``<term>_train``/``<term>_validation``) share a
     panel. Pre-training and joint training are shaded, with a dashed line where the phase
-    changes; phases come from a ``"phase"`` entry of the history (one value per epoch), else
-    from the number of pre-training epochs in ``adata.uns[key]["params"]``.
+    changes; phases come from a ``"phase"`` entry of the history (one value per epoch: a name,
+    or the ``phase_train`` metric :class:`~scllm_dsc.model.SCLLMDSC` logs, 0 in pre-training
+    and 1 in joint training).
 
     Parameters
     ----------
@@ -161,21 +161,16 @@ def training_history(
     -------
     The figure if ``return_fig``; the list of axes if ``show=False``; else ``None``.
     """
-    df, params = _get_history(data, key)
+    df, _ = _get_history(data, key)
 
-    phase = None
-    for col in PHASE_COLUMNS:
-        if col in df.columns:
-            phase = df[col]
-            break
-    if phase is None:
-        n_pre = next((params[p] for p in PRETRAIN_PARAMS if p in params), None)
-        if n_pre is not None and 0 < int(n_pre) < len(df):
-            phase = pd.Series(
-                np.where(np.arange(len(df)) < int(n_pre), "pretrain", "joint"), index=df.index
-            )
+    phase_cols = [c for c in df.columns if _split_name(str(c))[0] in PHASE_COLUMNS]
+    phase = df[phase_cols[0]] if phase_cols else None
+    if phase is not None and pd.api.types.is_numeric_dtype(phase):
+        # the model logs the phase as a metric: 0 in pre-training, 1 in joint training
+        joint = phase.to_numpy(dtype=float) > 0.5
+        phase = pd.Series(np.where(joint, "joint", "pretrain"), index=df.index)
 
-    numeric = df.drop(columns=[c for c in PHASE_COLUMNS if c in df.columns])
+    numeric = df.drop(columns=phase_cols)
     numeric = numeric.apply(pd.to_numeric, errors="coerce")
     numeric = numeric.loc[:, numeric.notna().any(axis=0)]
 

@@ -62,10 +62,12 @@ def views(
     """UMAPs of the semantic, structural and fused embeddings side by side.
 
     Each embedding gets its own UMAP (15-nearest-neighbour graph on the representation, then
-    :func:`scanpy.tl.umap`), computed once on a temporary object and cached in
-    ``adata.obsm["X_umap_<rep without X_>"]``, e.g. ``X_umap_scllm_dsc_semantic``. That cache
-    is the only thing written to ``adata``: ``obsp["connectivities"]``, ``uns["neighbors"]``
-    and colour palettes in ``uns`` are left as they are.
+    :func:`scanpy.tl.umap`), computed on a temporary object; nothing is written to ``adata``
+    (``obsp``, ``uns["neighbors"]`` and colour palettes in ``uns`` are left as they are). A UMAP
+    already stored in ``adata.obsm["X_umap_<rep without X_>"]`` (see
+    :func:`~scllm_dsc.pl.umap_key`) is used instead; to draw repeatedly without recomputing,
+    store them once, e.g. ``sc.pp.neighbors(adata, use_rep=rep, key_added=rep)`` then
+    ``sc.tl.umap(adata, neighbors_key=rep, key_added=sd.pl.umap_key(rep))``.
 
     Parameters
     ----------
@@ -84,7 +86,7 @@ def views(
         Size of the neighbourhood graph behind each UMAP.
     {random_state}
     recompute
-        Recompute the cached UMAPs (needed after re-training the model in place).
+        Compute the UMAPs even where ``adata.obsm`` holds one (e.g. after re-training).
     axs
         Axes to draw into, ``len(reps) * len(color)`` of them, row by row.
     show
@@ -127,14 +129,13 @@ def views(
                 f"`color={c!r}` is neither a column of `adata.obs` nor a gene in `adata.var_names`."
             )
 
-    # compute every missing UMAP before writing anything
-    new = {}
+    coords = {}
     for rep in reps:
         ukey = umap_key(rep)
         if recompute or ukey not in adata.obsm:
-            new[ukey] = _umap_of(adata.obsm[rep], adata.obs_names, n_neighbors, random_state)
-    for ukey, coords in new.items():
-        adata.obsm[ukey] = coords
+            coords[ukey] = _umap_of(adata.obsm[rep], adata.obs_names, n_neighbors, random_state)
+        else:
+            coords[ukey] = np.asarray(adata.obsm[ukey])
 
     # a light object to plot from, so that scanpy's palette bookkeeping stays off `adata`
     obs = {}
@@ -145,7 +146,7 @@ def views(
             uns[f"{c}_colors"] = np.array(adata.uns[f"{c}_colors"])
     plot = ad.AnnData(
         obs=obs,
-        obsm={umap_key(rep): np.asarray(adata.obsm[umap_key(rep)]) for rep in reps},
+        obsm=coords,
         uns=uns,
     )
     plot.obs_names = adata.obs_names

@@ -1,6 +1,6 @@
 """Tools: gene knowledge, cell sentences, clustering, cluster annotation and label transfer."""
 
-from ..pl._metrics import alignment_scores
+from ._alignment_scores import alignment_scores
 from ._annotate import annotate_clusters
 from ._cell_sentences import cell_sentences
 from ._cluster import cluster

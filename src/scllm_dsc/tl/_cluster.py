@@ -187,9 +187,13 @@ def cluster(
     ``adata.obsm[f"X_{{key_added}}_semantic"]``, ``adata.obsm[f"X_{{key_added}}_structural"]``
         With ``use_semantic=True``: both views projected into the shared space where they are
         aligned (L2-normalised), read by :func:`scllm_dsc.pl.alignment`.
+    ``adata.uns[f"{{key_added}}_neighbors"]``
+        The graph's entry in the layout of :func:`scanpy.pp.neighbors` (``connectivities_key``,
+        ``distances_key``, ``params``): pass ``neighbors_key=f"{{key_added}}_neighbors"`` to
+        :func:`scanpy.tl.leiden`, :func:`scanpy.tl.umap`...
     ``adata.uns[key_added]``
-        ``connectivities_key``, ``distances_key``, ``params``, training ``history`` and
-        ``timings`` (seconds spent on the graph, training and inference).
+        ``params`` (of the graph and the clustering), training ``history`` and ``timings``
+        (seconds spent on the graph, training and inference).
     """
     import anndata as ad
     import pandas as pd
@@ -265,7 +269,6 @@ def cluster(
     # --- model
     t0 = time.perf_counter()
     torch.manual_seed(random_state)
-    np.random.seed(random_state)  # noqa: NPY002 (any global-RNG use downstream)
     SCLLMDSC.setup_anndata(
         work,
         semantic_keys=list(semantic) if use_semantic else None,
@@ -332,9 +335,12 @@ def cluster(
     adata.obs[key_added] = pd.Categorical(
         labels.astype(str), categories=[str(i) for i in range(k_used)]
     )
-    adata.uns[key_added] = {
+    adata.uns[Key.neighbors(key_added)] = {
         "connectivities_key": conn_key,
         "distances_key": Key.distances(key_added),
+        "params": dict(prep["params"]),
+    }
+    adata.uns[key_added] = {
         "params": {
             **prep["params"],
             # what the labels and the probability columns hold

@@ -93,10 +93,6 @@ def _check_int(name: str, value, minimum: int) -> int:
 # --------------------------------------------------------------------------- network and losses
 
 
-def _l2(x, eps: float = 1e-12):
-    return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
-
-
 def _make_net(n_in: int, n_hidden: int, n_latent: int):
     import torch
     from torch import nn
@@ -118,7 +114,7 @@ def _make_net(n_in: int, n_hidden: int, n_latent: int):
 
         def forward(self, z):
             """``z``: standardised (and possibly augmented) input."""
-            return _l2(self.body(z))
+            return torch.nn.functional.normalize(self.body(z))
 
     return _Refiner()
 
@@ -168,7 +164,7 @@ def _embed(net, X: np.ndarray) -> np.ndarray:
     out = np.empty((X.shape[0], net.n_latent), dtype=np.float32)
     with torch.no_grad():
         for i in range(0, X.shape[0], _CHUNK):
-            x = _l2(torch.from_numpy(X[i : i + _CHUNK]))
+            x = torch.nn.functional.normalize(torch.from_numpy(X[i : i + _CHUNK]))
             out[i : i + _CHUNK] = net(net.standardise(x)).numpy()
     return out
 
@@ -328,7 +324,7 @@ def refine_embedding(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(random_state))
         net = _make_net(X.shape[1], n_hidden, n_latent)
-    Xn = _l2(torch.from_numpy(X))
+    Xn = torch.nn.functional.normalize(torch.from_numpy(X))
     net.mean.copy_(Xn.mean(0))
     # one global scale: the root-mean-square distance of the cells to their mean
     net.scale.fill_(max(float((Xn - net.mean).pow(2).sum(1).mean().sqrt()), 1e-12))
@@ -414,9 +410,10 @@ def transfer_labels(
     """Annotate query cells by distance-weighted kNN voting against labelled reference cells.
 
     For each query cell, the ``n_neighbors`` nearest labelled reference cells in
-    ``obsm[use_rep]`` (cosine distance, :class:`~sklearn.neighbors.NearestNeighbors`, computed
-    in blocks, so no query x reference matrix is held in memory) vote for their label with
-    weight ``1 / distance``; the label with the largest total weight wins. Reference cells
+    ``obsm[use_rep]`` (cosine distance) vote for their label with weight ``1 / distance``
+    (:class:`~sklearn.neighbors.KNeighborsClassifier` with ``weights="distance"``, queried in
+    blocks of cells); the label with the largest total weight wins, and a reference cell at
+    distance 0 decides alone. Reference cells
     whose label is missing are ignored. Typically run after
     :func:`~scllm_dsc.tl.refine_embedding` on the reference with ``apply_to=[query]``.
 
@@ -447,7 +444,7 @@ def transfer_labels(
     ``query.obs[f"{{key_added}}_confidence"]``
         Fraction of the weighted votes that went to the winning label, in ``[0, 1]``.
     """
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import KNeighborsClassifier
 
     reference, query = resolve_adata(reference), resolve_adata(query)
     if not isinstance(key, str) or key not in reference.obs:
@@ -481,19 +478,15 @@ def transfer_labels(
         n_neighbors = int(labelled.size)
     key_added = key_added or f"{key}_transferred"
 
-    nn = NearestNeighbors(n_neighbors=n_neighbors, metric="cosine", algorithm="brute")
-    nn.fit(R[labelled])
+    knn = KNeighborsClassifier(
+        n_neighbors=n_neighbors, weights="distance", metric="cosine", algorithm="brute"
+    ).fit(R[labelled], codes[labelled])
     winner = np.zeros(Q.shape[0], dtype=np.int64)
     confidence = np.zeros(Q.shape[0], dtype=np.float64)
-    ref_codes = codes[labelled]
-    n_classes = len(categories)
-    for start in range(0, Q.shape[0], _CHUNK):
-        dist, idx = nn.kneighbors(Q[start : start + _CHUNK])
-        weight = 1.0 / np.maximum(dist, 1e-8)
-        votes = np.zeros((idx.shape[0], n_classes))
-        np.add.at(votes, (np.arange(idx.shape[0])[:, None], ref_codes[idx]), weight)
-        winner[start : start + _CHUNK] = votes.argmax(1)
-        confidence[start : start + _CHUNK] = votes.max(1) / votes.sum(1)
+    for start in range(0, Q.shape[0], _CHUNK):  # chunks bound the memory of the distances
+        votes = knn.predict_proba(Q[start : start + _CHUNK])  # columns: knn.classes_
+        winner[start : start + _CHUNK] = knn.classes_[votes.argmax(1)]
+        confidence[start : start + _CHUNK] = votes.max(1)
 
     if copy:
         query = query.copy()

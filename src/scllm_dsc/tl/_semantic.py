@@ -52,15 +52,25 @@ def check_expression(X, layer: str | None) -> bool:
 
 
 def normalize_block(block, is_counts: bool, target_sum: float = 1e4):
-    """log1p of library-size-normalised counts for a CSR/dense row block (non-counts: as is)."""
+    """log1p of library-size-normalised counts for a CSR/dense row block (non-counts: as is).
+
+    scanpy's :func:`~scanpy.pp.normalize_total` and :func:`~scanpy.pp.log1p` on the block (row
+    blocks keep backed and very large matrices out of memory).
+    """
     block = sparse.csr_matrix(block, dtype=np.float64)
     if not is_counts:
         return block
-    lib = np.asarray(block.sum(1)).ravel()
-    scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
-    block = sparse.diags(scale) @ block
-    block.data = np.log1p(block.data)
-    return sparse.csr_matrix(block)
+    import warnings
+
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(block)
+    with warnings.catch_warnings():  # empty cells stay zero; the tools report them themselves
+        warnings.filterwarnings("ignore", "Some cells have zero counts", UserWarning)
+        sc.pp.normalize_total(tmp, target_sum=target_sum)
+    sc.pp.log1p(tmp)
+    return sparse.csr_matrix(tmp.X)
 
 
 def gene_stats(X, is_counts: bool, chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:

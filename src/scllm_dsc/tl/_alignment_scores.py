@@ -7,9 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._constants import Key
-from .._docs import inject_docs
-from ._utils import (
+from .._checks import (
     _cluster_hint,
     as_categorical,
     require,
@@ -17,15 +15,18 @@ from ._utils import (
     semantic_key,
     structural_key,
 )
+from .._constants import Key
+from .._docs import inject_docs
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 
 def _unit_rows(X) -> np.ndarray:
-    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0)
+    from sklearn.preprocessing import normalize
+
+    X = X.toarray() if hasattr(X, "toarray") else X
+    return normalize(np.asarray(X, dtype=np.float64))  # zero rows stay zero
 
 
 def _offset_permutation(n: int, rng: np.random.Generator) -> np.ndarray:
