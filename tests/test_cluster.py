@@ -56,6 +56,7 @@ def test_outputs(clustered, adata):
     assert u["connectivities_key"] == "scllm_dsc_connectivities"
     assert u["distances_key"] == "scllm_dsc_distances"
     assert u["params"]["n_neighbors"] == 15 and u["params"]["use_semantic"]
+    assert u["params"]["semantic_paths"] == ["path1", "path2"]
     assert "recon_train" in u["history"] and len(u["history"]["recon_train"]) == 4
     # input untouched apart from documented keys
     assert (a.X != adata.X).nnz == 0
@@ -111,6 +112,28 @@ def test_missing_semantic_names_the_call(adata):
         assert "scllm_dsc" not in a.obs and "X_gene_text" not in a.obsm
     else:  # the tool worked: its output is written with ours
         assert "X_gene_text" in a.obsm and "scllm_dsc" in a.obs
+
+
+def test_path2_never_computed_unasked(adata, monkeypatch):
+    """Without X_cell_sentence, cluster runs on Path 1 only and records it."""
+    import scllm_dsc as sd
+    import scllm_dsc.tl
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("sd.tl.cell_sentences must not run inside sd.tl.cluster")
+
+    monkeypatch.setattr(scllm_dsc.tl, "cell_sentences", forbidden)
+    a = adata.copy()
+    del a.obsm["X_cell_sentence"]
+    sd.tl.cluster(a, n_clusters=3, **FAST)
+    p = a.uns["scllm_dsc"]["params"]
+    assert p["semantic_keys"] == ["X_gene_text"] and p["semantic_paths"] == ["path1"]
+    assert "X_cell_sentence" not in a.obsm and "cell_sentence" not in a.obs
+    # Path 2 alone cannot be honoured without its embedding: a clear error
+    b = adata.copy()
+    del b.obsm["X_cell_sentence"]
+    with pytest.raises(ValueError, match=r"sd\.tl\.cell_sentences\(adata\)"):
+        sd.tl.cluster(b, n_clusters=3, semantic_keys=("X_cell_sentence",), **FAST)
 
 
 def test_bad_n_clusters(adata):
