@@ -59,6 +59,7 @@ def test_outputs(clustered, adata):
     u = a.uns["scllm_dsc"]
     assert "connectivities_key" not in u and set(u) == {"params", "history", "timings"}
     assert u["params"]["n_neighbors"] == 15 and u["params"]["use_semantic"]
+    assert u["params"]["semantic_paths"] == ["path1", "path2"]
     assert "recon_train" in u["history"] and len(u["history"]["recon_train"]) == 4
     # input untouched apart from documented keys
     assert (a.X != adata.X).nnz == 0
@@ -142,6 +143,28 @@ def test_missing_semantic_is_computed_with_defaults(adata, tmp_path, monkeypatch
     assert a.obsm["X_gene_text"].shape[0] == a.n_obs
     np.testing.assert_allclose(np.linalg.norm(a.obsm["X_gene_text"], axis=1), 1, atol=1e-4)
     assert a.obs["scllm_dsc"].nunique() == 3
+
+
+def test_path2_never_computed_unasked(adata, monkeypatch):
+    """Without X_cell_sentence, cluster runs on Path 1 only and records it."""
+    import scllm_dsc as sd
+    import scllm_dsc.tl
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("sd.tl.cell_sentences must not run inside sd.tl.cluster")
+
+    monkeypatch.setattr(scllm_dsc.tl, "cell_sentences", forbidden)
+    a = adata.copy()
+    del a.obsm["X_cell_sentence"]
+    sd.tl.cluster(a, n_clusters=3, **FAST)
+    p = a.uns["scllm_dsc"]["params"]
+    assert p["semantic_keys"] == ["X_gene_text"] and p["semantic_paths"] == ["path1"]
+    assert "X_cell_sentence" not in a.obsm and "cell_sentence" not in a.obs
+    # Path 2 alone cannot be honoured without its embedding: a clear error
+    b = adata.copy()
+    del b.obsm["X_cell_sentence"]
+    with pytest.raises(ValueError, match=r"sd\.tl\.cell_sentences\(adata\)"):
+        sd.tl.cluster(b, n_clusters=3, semantic_keys=("X_cell_sentence",), **FAST)
 
 
 def test_bad_n_clusters(adata):

@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 
+def bundled_knowledge_dir() -> Path:
+    """The gene knowledge shipped inside the package (NCBI RefSeq / Gene Ontology texts)."""
+    return Path(__file__).resolve().parent / "knowledge" / "data"
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
     return Path(base) / "scllm_dsc"
@@ -18,7 +23,8 @@ class ScllmDscSettings:
     ----------
     knowledge_dir
         Folder searched for ``{species}_gene_text.tsv.gz`` when no knowledge source is given.
-        Defaults to the environment variable ``SCLLM_DSC_DATA``, else ``<cache_dir>/knowledge``.
+        Defaults to the environment variable ``SCLLM_DSC_DATA``, else the human and mouse
+        tables shipped with the package (see the "Gene knowledge" docs page).
     cache_dir
         Folder of the on-disk caches (text embeddings, NCBI records). Defaults to the
         environment variable ``SCLLM_DSC_CACHE``, else ``~/.cache/scllm_dsc``.
@@ -50,7 +56,7 @@ class ScllmDscSettings:
         if self._knowledge_dir is not None:
             return self._knowledge_dir
         env = os.environ.get("SCLLM_DSC_DATA")
-        return Path(env) if env else self.cache_dir / "knowledge"
+        return Path(env) if env else bundled_knowledge_dir()
 
     @knowledge_dir.setter
     def knowledge_dir(self, value: str | os.PathLike | None) -> None:

@@ -3,6 +3,7 @@
 from .._constants import DEFAULT_MODEL
 from ._cache import EmbeddingCache
 from ._encoder import POOLINGS, TextEncoder, clear_encoders, get_encoder, pool
+from ._precomputed import default_vectors_spec, shipped_vectors
 from ._resolve import resolve_model
 
 __all__ = [
@@ -11,7 +12,9 @@ __all__ = [
     "EmbeddingCache",
     "TextEncoder",
     "clear_encoders",
+    "default_vectors_spec",
     "get_encoder",
     "pool",
     "resolve_model",
+    "shipped_vectors",
 ]

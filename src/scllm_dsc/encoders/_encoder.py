@@ -60,7 +60,17 @@ class TextEncoder:
         (bfloat16 for models saved in bfloat16) and float32 on CPU.
     cache
         ``True`` caches under ``settings.cache_dir / "embeddings"``, a path caches in that
-        folder, ``False`` disables the cache.
+        folder, ``False`` disables the cache. Cache entries are keyed by the text and
+        everything that changes its vector: model files, pooling, context, weight dtype and
+        device type (a CPU run never reads vectors written by a float16 GPU run).
+    precomputed
+        Serve texts from the gene vectors shipped with the package (float16, see
+        ``scripts/build_knowledge.py``) when this encoder equals the one that made them:
+        same model files, pooling, context length and weight dtype. Looked up by the hash
+        of the exact text; other texts are embedded.
+    quantize
+        Dynamic int8 quantisation of the model's linear layers (CPU only; faster, slightly
+        different vectors, cached under their own key).
     """
 
     def __init__(
@@ -73,6 +83,8 @@ class TextEncoder:
         max_length: int | None = None,
         dtype=None,
         cache: bool | str | os.PathLike = True,
+        precomputed: bool = True,
+        quantize: bool = False,
     ) -> None:
         if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"`pooling` must be one of {POOLINGS} or None, got {pooling!r}.")
@@ -88,6 +100,11 @@ class TextEncoder:
         self._pooling_arg = pooling
         self._max_length_arg = max_length
         self.device = settings.resolve_device(device)
+        self.quantize = bool(quantize)
+        if self.quantize and not self.device.startswith("cpu"):
+            raise ValueError(
+                f"`quantize=True` (dynamic int8) runs on the CPU only, not on {self.device!r}."
+            )
         self.batch_size = int(batch_size)
         self._dtype_arg = dtype
         self._cache_arg = cache
@@ -96,6 +113,9 @@ class TextEncoder:
         self._model = None
         self._cache: EmbeddingCache | None = None
         self._template: tuple[list[int], list[int]] | None = None
+        self._precomputed_arg = bool(precomputed)
+        self._precomputed = None  # resolved on first use: PrecomputedVectors or False
+        self._revision: str | None = None
 
     # -- description --------------------------------------------------------------------
     @property
@@ -165,8 +185,45 @@ class TextEncoder:
     def __repr__(self) -> str:
         return (
             f"TextEncoder({self.name!r}, pooling={self.pooling!r}, max_length={self.max_length}, "
-            f"device={self.device!r}, loaded={self._model is not None})"
+            f"device={self.device!r}, quantize={self.quantize}, loaded={self._model is not None})"
         )
+
+    @property
+    def revision(self) -> str:
+        """Fingerprint of the model files (local folders: their content; hub ids: the commit)."""
+        if self._revision is None:
+            if self._resolved.local:
+                from ._precomputed import model_revision
+
+                self._revision = model_revision(self._resolved.source)
+            else:
+                self._revision = str(getattr(self.config, "_commit_hash", None) or "")
+        return self._revision
+
+    @property
+    def torch_dtype(self):
+        """Torch dtype of the weights (float16/bfloat16 on CUDA, float32 on CPU by default)."""
+        return self._torch_dtype()
+
+    def _key_parts(self, mode: str) -> tuple:
+        """Everything besides the text that changes a vector (the cache key's parts)."""
+        device_kind = self.device.split(":")[0]
+        return (
+            mode, self.pooling, self.max_length, str(self.torch_dtype), device_kind,
+            self.revision, *(("qint8",) if self.quantize else ()),
+        )
+
+    def _shipped(self):
+        """The shipped vectors when they were made by an encoder equal to this one."""
+        if self._precomputed is None:
+            self._precomputed = False
+            if self._precomputed_arg and not self.quantize:
+                from ._precomputed import default_vectors_spec, shipped_vectors
+
+                table = shipped_vectors()
+                if table is not None and table.spec == default_vectors_spec(self):
+                    self._precomputed = table
+        return self._precomputed or None
 
     # -- loading ------------------------------------------------------------------------
     def _torch_dtype(self):
@@ -211,6 +268,15 @@ class TextEncoder:
                 tokenizer.add_special_tokens({"pad_token": "[PAD]"})
                 model.resize_token_embeddings(len(tokenizer))
         model.to(self.device).eval()
+        if self.quantize:
+            import warnings
+
+            import torch
+            from torch.ao.quantization import quantize_dynamic
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self._tokenizer, self._model = tokenizer, model
         self._accepts_position_ids = "position_ids" in inspect.signature(model.forward).parameters
         return tokenizer, model
@@ -267,13 +333,26 @@ class TextEncoder:
         out = np.zeros((len(texts), d), dtype=np.float32)
         if not texts:
             return out
-        keys = [text_key(t, mode, self.pooling, self.max_length) for t in texts]
+        parts = self._key_parts(mode)
+        keys = [text_key(t, *parts) for t in texts]
         cache = self._get_cache()
         found = cache.get_many(keys, dim=d) if cache is not None else {}
         missing: dict[bytes, str] = {}
         for k, t in zip(keys, texts, strict=True):
             if k not in found and k not in missing:
                 missing[k] = t
+        shipped = self._shipped() if (missing and mode == "trunc") else None
+        if shipped is not None:
+            miss_keys = list(missing)
+            hits = shipped.lookup(list(missing.values()))
+            for i, vec in hits.items():
+                found[miss_keys[i]] = vec / max(float(np.linalg.norm(vec)), 1e-12)
+                del missing[miss_keys[i]]
+            if hits:
+                logg.info(
+                    f"{len(hits)} texts served from the shipped {self.name.split('/')[-1]} "
+                    f"vectors; embedding {len(missing)}"
+                )
         if missing:
             new = compute(list(missing.values()), show_progress)
             new = l2_normalize(new).astype(np.float32)
@@ -409,11 +488,13 @@ def get_encoder(
     max_length: int | None = None,
     dtype=None,
     cache: bool | str | os.PathLike = True,
+    precomputed: bool = True,
+    quantize: bool = False,
 ) -> TextEncoder:
     """A shared :class:`TextEncoder`, so repeated tool calls do not reload the model.
 
-    Encoders are reused for identical ``(model, pooling, device, max_length, dtype, cache)``;
-    ``batch_size`` is updated on the shared instance.
+    Encoders are reused for identical ``(model, pooling, device, max_length, dtype, cache,
+    precomputed, quantize)``; ``batch_size`` is updated on the shared instance.
     """
     key = (
         str(model),
@@ -423,6 +504,8 @@ def get_encoder(
         str(dtype),
         str(cache) if not isinstance(cache, bool) else cache,
         str(settings.cache_dir) if cache is True else None,
+        bool(precomputed),
+        bool(quantize),
     )
     enc = _ENCODERS.get(key)
     if enc is None:
@@ -434,6 +517,8 @@ def get_encoder(
             max_length=max_length,
             dtype=dtype,
             cache=cache,
+            precomputed=precomputed,
+            quantize=quantize,
         )
         _ENCODERS[key] = enc
     enc.batch_size = int(batch_size)

@@ -54,7 +54,8 @@ def get_knowledge(
     ----------
     knowledge
         - ``None``: the table ``{species}_gene_text.tsv.gz`` in
-          :attr:`~scllm_dsc.settings.knowledge_dir` (env ``SCLLM_DSC_DATA``);
+          :attr:`~scllm_dsc.settings.knowledge_dir`: the env ``SCLLM_DSC_DATA`` when set,
+          else the human and mouse tables shipped with the package;
         - a path to a table file (:class:`TableKnowledge`), or to a folder holding
           ``{species}_gene_text.tsv.gz``;
         - ``"ncbi"``: fetch from NCBI Gene (:class:`NCBIKnowledge`, cached on disk);
@@ -82,11 +83,12 @@ def get_knowledge(
     if knowledge is None:
         from .._settings import settings
 
-        origin = (
-            "SCLLM_DSC_DATA"
-            if settings._knowledge_dir is None and os.environ.get("SCLLM_DSC_DATA")
-            else "settings.knowledge_dir"
-        )
+        if settings._knowledge_dir is not None:
+            origin = "settings.knowledge_dir"
+        elif os.environ.get("SCLLM_DSC_DATA"):
+            origin = "SCLLM_DSC_DATA"
+        else:
+            origin = "the tables shipped with the package"
         return _table_in(settings.knowledge_dir, species, f"the default folder, from {origin}")
     if isinstance(knowledge, str) and knowledge.strip().lower() == "ncbi":
         return NCBIKnowledge(species=_need_species(species, "knowledge='ncbi'"))

@@ -132,10 +132,11 @@ def cluster(
     {random_state}
         The same seed on CPU gives identical labels.
     use_semantic
-        Use the semantic view (``adata.obsm["X_gene_text"]`` and
-        ``adata.obsm["X_cell_sentence"]``). Missing ones are computed with
-        :func:`~scllm_dsc.tl.embed_genes` / :func:`~scllm_dsc.tl.cell_sentences` and their
-        defaults. ``False`` clusters on the structural view alone.
+        Use the semantic view: Path 1 (``adata.obsm["X_gene_text"]``, computed with
+        :func:`~scllm_dsc.tl.embed_genes` and its defaults when missing) and Path 2
+        (``adata.obsm["X_cell_sentence"]``, used only when present: cell sentences are slow
+        to embed, so they are never computed here; run :func:`~scllm_dsc.tl.cell_sentences`
+        first to add them). ``False`` clusters on the structural view alone.
     {layer}
     semantic_keys
         ``adata.obsm`` keys of Path 1 and Path 2.
@@ -231,6 +232,21 @@ def cluster(
     semantic, new_semantic = {}, {}
     if use_semantic:
         keys = list(semantic_keys)
+        if Key.X_CELL_SENTENCE in keys and Key.X_CELL_SENTENCE not in adata.obsm:
+            # Path 2 is never computed unasked (an hour per 100k cells on a CPU)
+            keys.remove(Key.X_CELL_SENTENCE)
+            call = f"sd.tl.cell_sentences(adata{'' if layer is None else f', layer={layer!r}'})"
+            if not keys:
+                raise ValueError(
+                    f"`adata.obsm[{Key.X_CELL_SENTENCE!r}]` is missing and is not computed by "
+                    f"sd.tl.cluster (slow). Run `{call}` first, add {Key.X_GENE_TEXT!r} to "
+                    "`semantic_keys`, or pass `use_semantic=False`."
+                )
+            logg.info(
+                f"Path 2 (`adata.obsm[{Key.X_CELL_SENTENCE!r}]`) is absent: clustering with "
+                f"Path 1 only. To add Path 2, run `{call}` before sd.tl.cluster (slow: it "
+                "embeds one sentence per cell)."
+            )
         missing = [k for k in keys if k not in adata.obsm]
         unknown = [k for k in missing if k not in _SEMANTIC_TOOLS]
         if unknown:
@@ -352,6 +368,10 @@ def cluster(
             "resolution": float(resolution),
             "use_semantic": bool(use_semantic),
             "semantic_keys": list(semantic) if use_semantic else [],
+            "semantic_paths": [
+                {Key.X_GENE_TEXT: "path1", Key.X_CELL_SENTENCE: "path2"}.get(k, k)
+                for k in (semantic if use_semantic else [])
+            ],
             "semantic_weight": float(semantic_weight),
             "target": target,
             "augment": bool(augment),
