@@ -33,6 +33,8 @@ _PPR = "_scllm_dsc_features_ppr"
 _GENE_GRAPH = "_scllm_dsc_gene_graph"
 _INDICES = "_indices"
 _INIT_MAX_CELLS = 50_000
+# above this many cells the clustering target is computed per mini-batch (no full passes)
+_FULL_TARGET_MAX_CELLS = 200_000
 
 
 def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 600) -> int:
@@ -40,10 +42,26 @@ def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 600) -> int
     steps, clipped to [20, 200] epochs.
 
     Small data gets more passes, large data fewer (each epoch already holds many mini-batches),
-    so run time grows slowly with the number of cells.
+    so run time grows slowly with the number of cells. :meth:`SCLLMDSC.train` uses
+    :func:`default_steps`, which caps the 20-epoch floor on large data.
     """
     steps_per_epoch = max(1, n_obs // max(batch_size, 1))
     return int(np.clip(round(n_steps / steps_per_epoch), 20, 200))
+
+
+def default_steps(
+    n_obs: int, batch_size: int = 256, n_steps: int = 600, max_floor_steps: int = 1000
+) -> int:
+    """Total optimiser steps (pre-training + joint) of the default schedule.
+
+    :func:`default_epochs` in steps, except that its 20-epoch floor is capped at
+    ``max(n_steps, max_floor_steps)`` steps: below about 12,800 cells (at batch size 256)
+    the schedule is the whole-epoch one, above it training takes a fixed number of steps
+    whatever the number of cells (100k cells no longer run 20 full epochs).
+    """
+    steps_per_epoch = max(1, n_obs // max(batch_size, 1))
+    epochs = default_epochs(n_obs, batch_size, n_steps)
+    return int(min(epochs * steps_per_epoch, max(n_steps, max_floor_steps)))
 
 
 def prepare_structural_view(
@@ -100,7 +118,7 @@ def prepare_structural_view(
         "params": g.params,
         "pca": g.pca,
         "features": feats,
-        "nn_indices": idx.astype(np.float32),
+        "nn_indices": idx.astype(np.int64),
         "nn_weights": w,
         "highly_variable": g.highly_variable,
     }
@@ -381,6 +399,7 @@ class SCLLMDSC(BaseModelClass):
         datasplitter_kwargs: dict,
         refresh_target=None,
         update_interval: int = 1,
+        max_steps: int | None = None,
         **trainer_kwargs,
     ):
         n = self.adata.n_obs
@@ -401,6 +420,8 @@ class SCLLMDSC(BaseModelClass):
         )
         trainer_kwargs.setdefault("early_stopping", False)
         trainer_kwargs.setdefault("enable_checkpointing", False)
+        if max_steps is not None:  # a step budget: the last epoch may be partial
+            trainer_kwargs["max_steps"] = int(max_steps)
         runner = self._train_runner_cls(
             self,
             training_plan=plan,
@@ -423,6 +444,8 @@ class SCLLMDSC(BaseModelClass):
         random_state: int | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
+        max_steps: int | None = None,
+        target_update: Literal["auto", "full", "batch"] = "auto",
         **trainer_kwargs,
     ):
         """Pre-train (reconstruction, cut, alignment), initialise centres, then train jointly.
@@ -430,18 +453,22 @@ class SCLLMDSC(BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Total epochs of both phases. ``None``: :func:`default_epochs` of the cell count.
+            Total epochs of both phases. ``None`` (and ``max_steps=None``): the step budget
+            of :func:`default_steps`, which is a whole number of epochs below about 12,800
+            cells (the :func:`default_epochs` schedule) and a fixed number of steps above.
         pretrain_epochs
-            Epochs of the pre-training phase (default: half of ``max_epochs``).
+            Epochs of the pre-training phase (default: half of ``max_epochs``, or half of
+            the steps of a step budget).
         accelerator, devices
             Lightning accelerator and devices; ``"auto"`` picks CUDA when present, else CPU.
         batch_size
             Cells per mini-batch; ``None`` trains full-batch (small data only).
         update_interval
-            The clustering target is recomputed over all cells every ``update_interval``
-            epochs of the joint phase (an inference pass over the cells). Every epoch (1,
-            the default) against every 5th: mean ARI over seeds 0-2 on Zheng sorted PBMC
-            0.780 vs 0.763, Baron human 0.615 vs 0.608, Kang PBMC 0.988 vs 0.987.
+            With a cell-indexed target (``target_update="full"``), the clustering target is
+            recomputed over all cells every ``update_interval`` epochs of the joint phase
+            (an inference pass over the cells, then the target on the model's device). Every
+            epoch (1, the default) against every 5th: mean ARI over seeds 0-2 on Zheng
+            sorted PBMC 0.780 vs 0.763, Baron human 0.615 vs 0.608, Kang PBMC 0.988 vs 0.987.
         random_state
             Seed of torch, numpy and the centre initialisation during training. The initial
             weights are drawn when the model is created: for identical results set
@@ -451,6 +478,14 @@ class SCLLMDSC(BaseModelClass):
             Passed to :class:`~scllm_dsc.model.SCLLMDSCTrainingPlan` (``lr``...).
         datasplitter_kwargs
             Passed to :class:`scvi.dataloaders.DataSplitter`.
+        max_steps
+            Total optimiser steps of both phases instead of ``max_epochs`` (pre-training
+            takes half unless ``pretrain_epochs`` is given).
+        target_update
+            How the clustering target is refreshed: ``"full"`` (over all cells every
+            ``update_interval`` epochs, as above), ``"batch"`` (from each mini-batch's own
+            soft assignments at every step: no pass over all cells, for millions of cells)
+            or ``"auto"`` (``"full"`` up to 200,000 cells, ``"batch"`` above).
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer`.
 
@@ -464,16 +499,43 @@ class SCLLMDSC(BaseModelClass):
         if random_state is not None:
             scvi.settings.seed = int(random_state)
         self._random_state = 0 if random_state is None else int(random_state)
-        max_epochs = (
-            default_epochs(n, batch_size or n) if max_epochs is None else int(max_epochs)
-        )
-        pretrain_epochs = max_epochs // 2 if pretrain_epochs is None else int(pretrain_epochs)
-        if not 0 <= pretrain_epochs <= max_epochs or max_epochs < 1:
+        if target_update not in ("auto", "full", "batch"):
             raise ValueError(
-                f"Need 1 <= max_epochs and 0 <= pretrain_epochs <= max_epochs, got "
-                f"max_epochs={max_epochs}, pretrain_epochs={pretrain_epochs}."
+                f"`target_update` must be 'auto', 'full' or 'batch', got {target_update!r}."
             )
+        if target_update == "auto":
+            target_update = "full" if n <= _FULL_TARGET_MAX_CELLS else "batch"
         batch_size = n if batch_size is None else int(min(batch_size, n))
+        steps_per_epoch = max(1, n // batch_size) if n > batch_size else 1
+        pre_steps = joint_steps = None  # epoch schedule unless a step budget applies
+        if max_epochs is None and max_steps is None and pretrain_epochs is None:
+            total = default_steps(n, batch_size)
+            if total % steps_per_epoch == 0:  # whole epochs: the epoch schedule, unchanged
+                max_epochs = total // steps_per_epoch
+            else:
+                max_steps = total
+        if max_steps is not None:
+            max_steps = int(max_steps)
+            if max_steps < 1:
+                raise ValueError(f"`max_steps` must be >= 1, got {max_steps}.")
+            pre_steps = (
+                max_steps // 2
+                if pretrain_epochs is None
+                else min(int(pretrain_epochs) * steps_per_epoch, max_steps)
+            )
+            joint_steps = max_steps - pre_steps
+            pretrain_epochs = -(-pre_steps // steps_per_epoch)
+            max_epochs = pretrain_epochs + -(-joint_steps // steps_per_epoch)
+        else:
+            max_epochs = (
+                default_epochs(n, batch_size) if max_epochs is None else int(max_epochs)
+            )
+            pretrain_epochs = max_epochs // 2 if pretrain_epochs is None else int(pretrain_epochs)
+            if not 0 <= pretrain_epochs <= max_epochs or max_epochs < 1:
+                raise ValueError(
+                    f"Need 1 <= max_epochs and 0 <= pretrain_epochs <= max_epochs, got "
+                    f"max_epochs={max_epochs}, pretrain_epochs={pretrain_epochs}."
+                )
         plan_kwargs = dict(plan_kwargs or {})
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         trainer_kwargs.setdefault("enable_progress_bar", scvi.settings.verbosity <= logging.INFO)
@@ -485,26 +547,32 @@ class SCLLMDSC(BaseModelClass):
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
-        feats = torch.as_tensor(
-            np.asarray(self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES)),
-            dtype=torch.float32,
-        )
-        self.module.set_graph_features(feats)
+        # all cells' propagated features are only read by the neighbour terms
+        if self.module.needs_neighbours:
+            feats = torch.as_tensor(
+                np.asarray(self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES)),
+                dtype=torch.float32,
+            )
+            self.module.set_graph_features(feats)
         sigint = _sigint_handler()
         try:
             self.module.clustering = False
             self.module.set_target(None)
-            if pretrain_epochs > 0:
-                self._run_phase(pretrain_epochs, **common)
+            self.module.set_batch_target(None)
+            if pretrain_epochs > 0 and (pre_steps is None or pre_steps > 0):
+                self._run_phase(pretrain_epochs, max_steps=pre_steps, **common)
             self._init_clusters()
             joint = max_epochs - pretrain_epochs
-            if joint > 0:
+            if joint > 0 and (joint_steps is None or joint_steps > 0):
                 self.module.train()
                 self.module.clustering = True
+                if target_update == "batch":
+                    self.module.set_batch_target(self._target_fn())
                 self._run_phase(
                     joint,
-                    refresh_target=self._refresh_target,
+                    refresh_target=self._refresh_target if target_update == "full" else None,
                     update_interval=update_interval,
+                    max_steps=joint_steps,
                     **common,
                 )
         except SystemExit as e:
@@ -519,7 +587,8 @@ class SCLLMDSC(BaseModelClass):
         finally:
             self.module.clustering = False
             self.module.set_target(None)
-            self.module.graph_features = torch.zeros(0, feats.shape[1])
+            self.module.set_batch_target(None)
+            self.module.graph_features = torch.zeros(0, self.module.n_features)
             self.module.eval()
             _restore_sigint(sigint)
         self.is_trained_ = True
@@ -529,15 +598,14 @@ class SCLLMDSC(BaseModelClass):
         """Centres of the clusters of the pre-trained fused latent (see ``init``)."""
         from ..graph import leiden_labels, leiden_n_clusters
 
-        z = self.get_latent_representation()
+        n = self.adata.n_obs
         rs = getattr(self, "_random_state", 0)
         rng = np.random.default_rng(rs)
-        # the initial partition is computed on at most `_INIT_MAX_CELLS` cells: enough to
-        # place the centres, and it keeps Leiden's cost bounded on millions of cells
-        sub = np.sort(rng.choice(len(z), _INIT_MAX_CELLS, replace=False)) if len(
-            z
-        ) > _INIT_MAX_CELLS else slice(None)
-        zs = z[sub]
+        # the initial partition is computed on at most `_INIT_MAX_CELLS` cells (only those
+        # are embedded): enough to place the centres, and it keeps the cost bounded on
+        # millions of cells
+        sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False)) if n > _INIT_MAX_CELLS else None
+        zs = self.get_latent_representation(indices=sub)
         if self.n_clusters is None:
             labels = leiden_labels(zs, self.resolution, random_state=rs)
             if int(labels.max()) + 1 < 2:
@@ -566,15 +634,20 @@ class SCLLMDSC(BaseModelClass):
             centers = km.cluster_centers_
         self.module.init_centers(torch.as_tensor(centers, dtype=torch.float32))
 
-    @torch.no_grad()
-    def _refresh_target(self) -> None:
-        """Recompute the target P over all cells (in chunks) from the current Q."""
+    def _target_fn(self):
         from ..nn import dec_target, sinkhorn_target
 
-        q = torch.as_tensor(self._soft_assignments(self.adata, batch_size=4096))
-        q = q.double()
-        p = sinkhorn_target(q) if self.target_kind == "sinkhorn" else dec_target(q)
-        self.module.set_target(p.float())
+        return sinkhorn_target if self.target_kind == "sinkhorn" else dec_target
+
+    @torch.no_grad()
+    def _refresh_target(self) -> None:
+        """Recompute the target P over all cells (in chunks) from the current Q, on the
+        module's device."""
+        dev = self.module.centers.device
+        q = torch.as_tensor(self._soft_assignments(self.adata, batch_size=4096)).to(dev)
+        # float64 where the device has it cheaply (CPU, CUDA); the target is kept there
+        q = q.double() if dev.type != "mps" else q
+        self.module.set_target(self._target_fn()(q).float())
 
     # ----------------------------------------------------------------------- inference
     @torch.inference_mode()
