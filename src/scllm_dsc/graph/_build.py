@@ -29,6 +29,11 @@ class CellGraph(NamedTuple):
     gene_profiles: np.ndarray | None = None
     """Each highly variable gene's place in the PCA: loadings times the components' standard
     deviations (genes x ``n_pcs``); the input of :func:`~scllm_dsc.graph.gene_graph`."""
+    pca_mean: np.ndarray | None = None
+    """Mean log-normalised expression of the highly variable genes (the PCA's centre)."""
+    pca_loadings: np.ndarray | None = None
+    """PCA loadings (highly variable genes x ``n_pcs``): ``pca = (x - pca_mean) @ loadings``
+    for the log-normalised expression ``x`` of a cell's highly variable genes."""
 
 
 def knn_transformer(n_neighbors: int, random_state: int = 0):
@@ -195,6 +200,8 @@ def build_graph(
         np.asarray(
             tmp.varm["PCs"] * np.sqrt(tmp.uns["pca"]["variance"])[None, :], dtype=np.float32
         ),
+        np.asarray(tmp.X.mean(0), dtype=np.float32).ravel(),
+        np.asarray(tmp.varm["PCs"], dtype=np.float32),
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
@@ -17,7 +18,9 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import Key
+from .._utils import get_matrix, to_csr
 from ..module import TENSOR_KEYS, SCLLMDSCModule
+from ._query import cell_reference, gene_reference, map_cells
 from ._trainingplan import SCLLMDSCTrainingPlan
 
 if TYPE_CHECKING:
@@ -32,6 +35,8 @@ _DROP = "_scllm_dsc_features_drop"
 _PPR = "_scllm_dsc_features_ppr"
 _GENE_GRAPH = "_scllm_dsc_gene_graph"
 _INDICES = "_indices"
+_REFERENCE = "_scllm_dsc_reference"  # uns: what maps new cells' counts into the PCA
+_QUERY = "_scllm_dsc_query"  # uns: set on AnnData prepared by `prepare_query_anndata`
 _INIT_MAX_CELLS = 50_000
 # above this many cells the clustering target is computed per mini-batch (no full passes)
 _FULL_TARGET_MAX_CELLS = 200_000
@@ -121,6 +126,10 @@ def prepare_structural_view(
         "nn_indices": idx.astype(np.int64),
         "nn_weights": w,
         "highly_variable": g.highly_variable,
+        "reference": gene_reference(
+            adata.var_names, g.highly_variable, g.pca_mean, g.pca_loadings, scale,
+            g.params["n_neighbors"], n_hops, 1e4,
+        ),
     }
     if augment:
         out["features_drop"] = propagate(pca, drop_weak_edges(conn, 0.1), n_hops).astype(
@@ -148,6 +157,8 @@ def write_structural_view(adata: AnnData, prep: dict) -> None:
             adata.obsm[key] = prep[obsm_key]
     if "gene_graph" in prep:
         adata.uns[_GENE_GRAPH] = dict(prep["gene_graph"])
+    if "reference" in prep:
+        adata.uns[_REFERENCE] = dict(prep["reference"])
 
 
 class SCLLMDSC(BaseModelClass):
@@ -233,7 +244,8 @@ class SCLLMDSC(BaseModelClass):
         if init not in ("kmeans", "leiden"):
             raise ValueError(f"`init` must be 'kmeans' or 'leiden', got {init!r}.")
         n_cells = self.summary_stats.n_cells
-        if n_clusters is not None and int(n_clusters) >= n_cells:
+        is_query = bool(self.adata.uns.get(_QUERY, False))
+        if n_clusters is not None and int(n_clusters) >= n_cells and not is_query:
             raise ValueError(
                 f"`n_clusters`={n_clusters} must be smaller than the number of cells "
                 f"({n_cells}); pass fewer clusters or `n_clusters=None`."
@@ -257,6 +269,9 @@ class SCLLMDSC(BaseModelClass):
             _gene_graph_inputs(self.adata, gene_text_init) if setup_args.get("gene_graph") else {}
         )
         self.n_clusters = None if n_clusters is None else int(n_clusters)
+        # what maps new cells onto these (saved with the model; a query model gets the
+        # reference's when loaded)
+        self.reference_ = None if is_query else _reference_of(self.adata, setup_args)
         self.target_kind = target
         self.resolution = resolution
         self.init = init
@@ -349,7 +364,7 @@ class SCLLMDSC(BaseModelClass):
         conn_key = Key.connectivities(graph_key)
         needed = [_FEATURES, _NN_IDX, _NN_W] + ([_DROP, _PPR] if augment else [])
         have = (
-            conn_key in adata.obsp
+            (conn_key in adata.obsp or adata.uns.get(_QUERY, False))
             and all(key in adata.obsm for key in needed)
             and (not gene_graph or _GENE_GRAPH in adata.uns)
         )
@@ -733,6 +748,186 @@ class SCLLMDSC(BaseModelClass):
         self._check_if_trained(warn=False)
         q = self._soft_assignments(adata, indices, batch_size)
         return q if soft else q.argmax(1)
+
+    # ------------------------------------------------------------------------ new cells
+    @classmethod
+    def prepare_query_anndata(
+        cls, adata: AnnData, reference_model: SCLLMDSC | str, prefix: str | None = None
+    ) -> AnnData:
+        """Map new cells onto a trained model's reference (the encoder's inputs).
+
+        The query's counts are normalised and projected with the reference's highly
+        variable genes, centre and PCA loadings (stored with the model); each cell's graph
+        is its ``n_neighbors - 1`` nearest training cells in that PCA space (UMAP fuzzy
+        weights), over which its propagated features are computed from the training cells'
+        stored features. The reference is not changed and query cells are mapped
+        independently of each other.
+
+        Parameters
+        ----------
+        adata
+            New cells with raw counts (in ``X`` or the ``layer`` the reference was set up
+            with) and the reference's semantic embeddings in ``.obsm`` (e.g. computed with
+            :func:`scllm_dsc.tl.embed_genes` on these cells). Genes are matched by name;
+            reference genes absent from the query are set to the reference mean (more than
+            half absent is an error).
+        reference_model
+            The trained model, or the directory it was saved to.
+        prefix
+            File prefix of a saved model.
+
+        Returns
+        -------
+        A new AnnData (the query's cells and ``obs``; counts ordered as the model's genes,
+        zeros for genes the query lacks; the semantic embeddings; the mapped features in
+        private ``obsm`` keys) for :meth:`load` or :meth:`load_query_data`.
+        """
+        import anndata as ad
+
+        if isinstance(reference_model, SCLLMDSC):
+            ref = reference_model.reference_
+            setup_args = reference_model.adata_manager.registry.get("setup_args", {})
+            var_names = np.asarray(reference_model.adata.var_names, dtype=str)
+        else:
+            ref, setup_args, var_names = _saved_reference(str(reference_model), prefix)
+        if ref is None:
+            raise ValueError(
+                "The reference model stores no PCA reference to map new cells with (set up "
+                "by an older version, or with precomputed features); set it up again with "
+                "`SCLLMDSC.setup_anndata` and retrain."
+            )
+        if setup_args.get("gene_graph"):
+            raise ValueError(
+                "Mapping new cells is not supported for models set up with `gene_graph=True`."
+            )
+        keys = setup_args.get("semantic_keys") or []
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        for key in keys:
+            if key not in adata.obsm:
+                raise KeyError(
+                    f"The reference model uses `obsm[{key!r}]`, which the new cells lack; "
+                    "compute it on them the same way (e.g. `sd.tl.embed_genes(adata)`)."
+                )
+        layer = setup_args.get("layer")
+        mapped = map_cells(adata, layer, ref, int(setup_args.get("random_state", 0)))
+
+        X = to_csr(get_matrix(adata, layer), np.float32)
+        pos = adata.var_names.get_indexer(var_names)
+        have = pos >= 0
+        sel = sparse.csr_matrix(X[:, np.where(have, pos, 0)])
+        sel = sel @ sparse.diags(have.astype(np.float32))  # zero columns for absent genes
+        sel = sparse.csr_matrix(sel, dtype=np.float32)
+        sel.eliminate_zeros()
+        query = ad.AnnData(
+            X=sel,
+            obs=adata.obs.copy(),
+            var=pd.DataFrame(index=pd.Index(var_names)),
+        )
+        if layer is not None:
+            query.layers[layer] = sel
+        for key in keys:
+            query.obsm[key] = np.asarray(adata.obsm[key])
+        query.obsm[_FEATURES] = mapped["features"]
+        query.obsm[_NN_IDX] = mapped["nn_indices"]
+        query.obsm[_NN_W] = mapped["nn_weights"]
+        if setup_args.get("augment"):  # the augmented views are only read by training
+            query.obsm[_DROP] = mapped["features"]
+            query.obsm[_PPR] = mapped["features"]
+        query.uns[_QUERY] = True
+        return query
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        **kwargs,
+    ):
+        """Load a saved model; new cells given as ``adata`` are mapped onto its reference.
+
+        As :meth:`scvi.model.base.BaseModelClass.load`. An ``adata`` that was not set up
+        for this model (no propagated features) is taken to hold new cells: it is mapped
+        with :meth:`prepare_query_anndata` and the loaded model works on the mapped copy
+        (``model.adata``; rows in the order of ``adata``), so
+        ``get_latent_representation()`` and ``predict()`` embed and assign the new cells.
+        """
+        if _needs_mapping(adata):
+            adata = cls.prepare_query_anndata(adata, dir_path, prefix=prefix)
+        return super().load(
+            dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix,
+            **kwargs,
+        )
+
+    @classmethod
+    def load_query_data(cls, adata: AnnData, reference_model: SCLLMDSC | str) -> SCLLMDSC:
+        """A model with the reference's weights bound to new cells (scvi-tools' query pattern).
+
+        The new cells are mapped with :meth:`prepare_query_anndata` (unless already mapped);
+        the returned model is not trained further: ``get_latent_representation()`` and
+        ``predict()`` give the new cells' latent and clusters under the reference model.
+
+        Parameters
+        ----------
+        adata
+            New cells (see :meth:`prepare_query_anndata`).
+        reference_model
+            The trained model, or the directory it was saved to.
+        """
+        if not isinstance(reference_model, SCLLMDSC):
+            return cls.load(str(reference_model), adata=adata)
+        reference_model._check_if_trained(warn=False)
+        query = cls.prepare_query_anndata(adata, reference_model) if _needs_mapping(
+            adata
+        ) else adata
+        registry = reference_model.adata_manager.registry
+        cls.setup_anndata(query, source_registry=registry, **registry.get("setup_args", {}))
+        params = reference_model.init_params_
+        kwargs = {k: v for group in params.get("kwargs", {}).values() for k, v in group.items()}
+        model = cls(query, **params["non_kwargs"], **kwargs)
+        model.module.load_state_dict(reference_model.module.state_dict())
+        model.reference_ = reference_model.reference_
+        model.is_trained_ = True
+        model.to_device(reference_model.device)
+        model.module.eval()
+        return model
+
+
+def _reference_of(adata: AnnData, setup_args: dict) -> dict | None:
+    """The reference for mapping new cells, or ``None`` if ``adata`` was set up without one
+    (e.g. with features written by an older version)."""
+    conn_key = Key.connectivities(setup_args.get("graph_key", Key.CLUSTER))
+    if _REFERENCE not in adata.uns or conn_key not in adata.obsp or _FEATURES not in adata.obsm:
+        return None
+    genes = {k: (np.asarray(v) if isinstance(v, np.ndarray | list) else v)
+             for k, v in adata.uns[_REFERENCE].items()}
+    feats = np.asarray(adata.obsm[_FEATURES])
+    if feats.shape[1] != genes["loadings"].shape[1] * (int(genes["n_hops"]) + 1):
+        return None  # the stored features were not built from this reference
+    return cell_reference(genes, feats, adata.obsp[conn_key])
+
+
+def _saved_reference(dir_path: str, prefix: str | None = None) -> tuple[dict | None, dict, np.ndarray]:
+    """``(reference_, setup_args, var_names)`` of a model saved in ``dir_path``."""
+    import os
+
+    from scvi.model.base._constants import SAVE_KEYS
+
+    path = os.path.join(dir_path, f"{prefix or ''}{SAVE_KEYS.MODEL_FNAME}")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    attrs = saved[SAVE_KEYS.ATTR_DICT_KEY]
+    return (
+        attrs.get("reference_"),
+        attrs["registry_"].get("setup_args", {}),
+        np.asarray(saved[SAVE_KEYS.VAR_NAMES_KEY], dtype=str),
+    )
+
+
+def _needs_mapping(adata) -> bool:
+    """Whether ``adata`` holds new cells not yet prepared (neither set up nor mapped)."""
+    return adata is not None and adata is not False and _FEATURES not in adata.obsm
 
 
 def _gene_graph_inputs(adata: AnnData, use_text: bool) -> dict:
