@@ -42,10 +42,14 @@ def knn_transformer(n_neighbors: int, random_state: int = 0):
     Approximate (pynndescent) search whose output is converted to ``scipy.sparse.csr_matrix``:
     scanpy 1.11's own pynndescent path hands back a ``csr_array`` that it then cannot read
     with scipy >= 1.15 (``'csr_array' object has no attribute 'getnnz'``) for more than 4096
-    cells. Memory stays linear in the number of cells.
+    cells. Memory stays linear in the number of cells. The search uses
+    ``scanpy.settings.n_jobs`` threads (1 by default).
     """
+    import scanpy as sc
     from pynndescent import PyNNDescentTransformer
     from sklearn.base import BaseEstimator, TransformerMixin
+
+    n_jobs = int(sc.settings.n_jobs or 1)
 
     class _CSRNNDescent(TransformerMixin, BaseEstimator):
         def __init__(self, n_neighbors: int = 15, random_state: int = 0):
@@ -54,7 +58,7 @@ def knn_transformer(n_neighbors: int, random_state: int = 0):
 
         def _inner(self):
             return PyNNDescentTransformer(
-                n_neighbors=self.n_neighbors, random_state=self.random_state, n_jobs=1
+                n_neighbors=self.n_neighbors, random_state=self.random_state, n_jobs=n_jobs
             )
 
         def fit(self, X, y=None):

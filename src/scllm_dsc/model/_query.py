@@ -103,10 +103,11 @@ def reference_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest reference cells of each query cell: (indices int64, distances)."""
     if ref_pca.shape[0] >= 8192:
+        import scanpy as sc
         from pynndescent import NNDescent
 
         index = NNDescent(ref_pca, n_neighbors=max(k, 15), random_state=random_state,
-                          n_jobs=1)
+                          n_jobs=int(sc.settings.n_jobs or 1))
         idx, dist = index.query(query, k=k)
     else:
         from sklearn.neighbors import NearestNeighbors

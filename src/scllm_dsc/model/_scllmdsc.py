@@ -217,6 +217,12 @@ class SCLLMDSC(BaseModelClass):
     >>> model.train()
     >>> adata.obsm["X_scllm_dsc"] = model.get_latent_representation()
     >>> adata.obs["scllm_dsc"] = model.predict().astype(str)
+
+    New cells are mapped onto the training cells (see :meth:`prepare_query_anndata`):
+
+    >>> model.save("ref_model")
+    >>> query_model = sd.model.SCLLMDSC.load("ref_model", adata=new_cells)
+    >>> new_cells.obs["scllm_dsc"] = query_model.predict().astype(str)
     """
 
     _module_cls = SCLLMDSCModule
