@@ -29,6 +29,11 @@ class CellGraph(NamedTuple):
     gene_profiles: np.ndarray | None = None
     """Each highly variable gene's place in the PCA: loadings times the components' standard
     deviations (genes x ``n_pcs``); the input of :func:`~scllm_dsc.graph.gene_graph`."""
+    pca_mean: np.ndarray | None = None
+    """Mean log-normalised expression of the highly variable genes (the PCA's centre)."""
+    pca_loadings: np.ndarray | None = None
+    """PCA loadings (highly variable genes x ``n_pcs``): ``pca = (x - pca_mean) @ loadings``
+    for the log-normalised expression ``x`` of a cell's highly variable genes."""
 
 
 def knn_transformer(n_neighbors: int, random_state: int = 0):
@@ -37,10 +42,14 @@ def knn_transformer(n_neighbors: int, random_state: int = 0):
     Approximate (pynndescent) search whose output is converted to ``scipy.sparse.csr_matrix``:
     scanpy 1.11's own pynndescent path hands back a ``csr_array`` that it then cannot read
     with scipy >= 1.15 (``'csr_array' object has no attribute 'getnnz'``) for more than 4096
-    cells. Memory stays linear in the number of cells.
+    cells. Memory stays linear in the number of cells. The search uses
+    ``scanpy.settings.n_jobs`` threads (1 by default).
     """
+    import scanpy as sc
     from pynndescent import PyNNDescentTransformer
     from sklearn.base import BaseEstimator, TransformerMixin
+
+    n_jobs = int(sc.settings.n_jobs or 1)
 
     class _CSRNNDescent(TransformerMixin, BaseEstimator):
         def __init__(self, n_neighbors: int = 15, random_state: int = 0):
@@ -49,7 +58,7 @@ def knn_transformer(n_neighbors: int, random_state: int = 0):
 
         def _inner(self):
             return PyNNDescentTransformer(
-                n_neighbors=self.n_neighbors, random_state=self.random_state, n_jobs=1
+                n_neighbors=self.n_neighbors, random_state=self.random_state, n_jobs=n_jobs
             )
 
         def fit(self, X, y=None):
@@ -194,6 +203,8 @@ def build_graph(
         np.asarray(
             tmp.varm["PCs"] * np.sqrt(tmp.uns["pca"]["variance"])[None, :], dtype=np.float32
         ),
+        np.asarray(tmp.X.mean(0), dtype=np.float32).ravel(),
+        np.asarray(tmp.varm["PCs"], dtype=np.float32),
     )
 
 

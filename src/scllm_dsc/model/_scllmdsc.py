@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS
@@ -17,8 +18,10 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import Key
+from .._utils import get_matrix, to_csr
 from ..module import TENSOR_KEYS, SCLLMDSCModule
 from ._progress import quiet_training, trainer_progress_kwargs
+from ._query import cell_reference, gene_reference, map_cells
 from ._trainingplan import SCLLMDSCTrainingPlan
 
 if TYPE_CHECKING:
@@ -33,7 +36,11 @@ _DROP = "_scllm_dsc_features_drop"
 _PPR = "_scllm_dsc_features_ppr"
 _GENE_GRAPH = "_scllm_dsc_gene_graph"
 _INDICES = "_indices"
+_REFERENCE = "_scllm_dsc_reference"  # uns: what maps new cells' counts into the PCA
+_QUERY = "_scllm_dsc_query"  # uns: set on AnnData prepared by `prepare_query_anndata`
 _INIT_MAX_CELLS = 50_000
+# above this many cells the clustering target is computed per mini-batch (no full passes)
+_FULL_TARGET_MAX_CELLS = 200_000
 
 
 def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 600) -> int:
@@ -41,10 +48,26 @@ def default_epochs(n_obs: int, batch_size: int = 256, n_steps: int = 600) -> int
     steps, clipped to [20, 200] epochs.
 
     Small data gets more passes, large data fewer (each epoch already holds many mini-batches),
-    so run time grows slowly with the number of cells.
+    so run time grows slowly with the number of cells. :meth:`SCLLMDSC.train` uses
+    :func:`default_steps`, which caps the 20-epoch floor on large data.
     """
     steps_per_epoch = max(1, n_obs // max(batch_size, 1))
     return int(np.clip(round(n_steps / steps_per_epoch), 20, 200))
+
+
+def default_steps(
+    n_obs: int, batch_size: int = 256, n_steps: int = 600, max_floor_steps: int = 1000
+) -> int:
+    """Total optimiser steps (pre-training + joint) of the default schedule.
+
+    :func:`default_epochs` in steps, except that its 20-epoch floor is capped at
+    ``max(n_steps, max_floor_steps)`` steps: below about 12,800 cells (at batch size 256)
+    the schedule is the whole-epoch one, above it training takes a fixed number of steps
+    whatever the number of cells (100k cells no longer run 20 full epochs).
+    """
+    steps_per_epoch = max(1, n_obs // max(batch_size, 1))
+    epochs = default_epochs(n_obs, batch_size, n_steps)
+    return int(min(epochs * steps_per_epoch, max(n_steps, max_floor_steps)))
 
 
 def prepare_structural_view(
@@ -101,9 +124,13 @@ def prepare_structural_view(
         "params": g.params,
         "pca": g.pca,
         "features": feats,
-        "nn_indices": idx.astype(np.float32),
+        "nn_indices": idx.astype(np.int64),
         "nn_weights": w,
         "highly_variable": g.highly_variable,
+        "reference": gene_reference(
+            adata.var_names, g.highly_variable, g.pca_mean, g.pca_loadings, scale,
+            g.params["n_neighbors"], n_hops, 1e4,
+        ),
     }
     if augment:
         out["features_drop"] = propagate(pca, drop_weak_edges(conn, 0.1), n_hops).astype(
@@ -131,6 +158,8 @@ def write_structural_view(adata: AnnData, prep: dict) -> None:
             adata.obsm[key] = prep[obsm_key]
     if "gene_graph" in prep:
         adata.uns[_GENE_GRAPH] = dict(prep["gene_graph"])
+    if "reference" in prep:
+        adata.uns[_REFERENCE] = dict(prep["reference"])
 
 
 class SCLLMDSC(BaseModelClass):
@@ -189,6 +218,12 @@ class SCLLMDSC(BaseModelClass):
     >>> model.train()
     >>> adata.obsm["X_scllm_dsc"] = model.get_latent_representation()
     >>> adata.obs["scllm_dsc"] = model.predict().astype(str)
+
+    New cells are mapped onto the training cells (see :meth:`prepare_query_anndata`):
+
+    >>> model.save("ref_model")
+    >>> query_model = sd.model.SCLLMDSC.load("ref_model", adata=new_cells)
+    >>> new_cells.obs["scllm_dsc"] = query_model.predict().astype(str)
     """
 
     _module_cls = SCLLMDSCModule
@@ -216,7 +251,8 @@ class SCLLMDSC(BaseModelClass):
         if init not in ("kmeans", "leiden"):
             raise ValueError(f"`init` must be 'kmeans' or 'leiden', got {init!r}.")
         n_cells = self.summary_stats.n_cells
-        if n_clusters is not None and int(n_clusters) >= n_cells:
+        is_query = bool(self.adata.uns.get(_QUERY, False))
+        if n_clusters is not None and int(n_clusters) >= n_cells and not is_query:
             raise ValueError(
                 f"`n_clusters`={n_clusters} must be smaller than the number of cells "
                 f"({n_cells}); pass fewer clusters or `n_clusters=None`."
@@ -240,6 +276,9 @@ class SCLLMDSC(BaseModelClass):
             _gene_graph_inputs(self.adata, gene_text_init) if setup_args.get("gene_graph") else {}
         )
         self.n_clusters = None if n_clusters is None else int(n_clusters)
+        # what maps new cells onto these (saved with the model; a query model gets the
+        # reference's when loaded)
+        self.reference_ = None if is_query else _reference_of(self.adata, setup_args)
         self.target_kind = target
         self.resolution = resolution
         self.init = init
@@ -333,7 +372,7 @@ class SCLLMDSC(BaseModelClass):
         conn_key = Key.connectivities(graph_key)
         needed = [_FEATURES, _NN_IDX, _NN_W] + ([_DROP, _PPR] if augment else [])
         have = (
-            conn_key in adata.obsp
+            (conn_key in adata.obsp or adata.uns.get(_QUERY, False))
             and all(key in adata.obsm for key in needed)
             and (not gene_graph or _GENE_GRAPH in adata.uns)
         )
@@ -384,6 +423,7 @@ class SCLLMDSC(BaseModelClass):
         datasplitter_kwargs: dict,
         refresh_target=None,
         update_interval: int = 1,
+        max_steps: int | None = None,
         stage: str = "training",
         **trainer_kwargs,
     ):
@@ -405,6 +445,8 @@ class SCLLMDSC(BaseModelClass):
         )
         trainer_kwargs.setdefault("early_stopping", False)
         trainer_kwargs.setdefault("enable_checkpointing", False)
+        if max_steps is not None:  # a step budget: the last epoch may be partial
+            trainer_kwargs["max_steps"] = int(max_steps)
         n_batches = n // batch_size if ds_kwargs["drop_last"] else -(-n // batch_size)
         trainer_kwargs = trainer_progress_kwargs(stage, trainer_kwargs, n_batches)
         with quiet_training():  # the Trainer logs its hardware when it is created
@@ -430,6 +472,8 @@ class SCLLMDSC(BaseModelClass):
         random_state: int | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
+        max_steps: int | None = None,
+        target_update: Literal["auto", "full", "batch"] = "auto",
         **trainer_kwargs,
     ):
         """Pre-train (reconstruction, cut, alignment), initialise centres, then train jointly.
@@ -437,18 +481,22 @@ class SCLLMDSC(BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Total epochs of both phases. ``None``: :func:`default_epochs` of the cell count.
+            Total epochs of both phases. ``None`` (and ``max_steps=None``): the step budget
+            of :func:`default_steps`, which is a whole number of epochs below about 12,800
+            cells (the :func:`default_epochs` schedule) and a fixed number of steps above.
         pretrain_epochs
-            Epochs of the pre-training phase (default: half of ``max_epochs``).
+            Epochs of the pre-training phase (default: half of ``max_epochs``, or half of
+            the steps of a step budget).
         accelerator, devices
             Lightning accelerator and devices; ``"auto"`` picks CUDA when present, else CPU.
         batch_size
             Cells per mini-batch; ``None`` trains full-batch (small data only).
         update_interval
-            The clustering target is recomputed over all cells every ``update_interval``
-            epochs of the joint phase (an inference pass over the cells). Every epoch (1,
-            the default) against every 5th: mean ARI over seeds 0-2 on Zheng sorted PBMC
-            0.780 vs 0.763, Baron human 0.615 vs 0.608, Kang PBMC 0.988 vs 0.987.
+            With a cell-indexed target (``target_update="full"``), the clustering target is
+            recomputed over all cells every ``update_interval`` epochs of the joint phase
+            (an inference pass over the cells, then the target on the model's device). Every
+            epoch (1, the default) against every 5th: mean ARI over seeds 0-2 on Zheng
+            sorted PBMC 0.780 vs 0.763, Baron human 0.615 vs 0.608, Kang PBMC 0.988 vs 0.987.
         random_state
             Seed of torch, numpy and the centre initialisation during training. The initial
             weights are drawn when the model is created: for identical results set
@@ -458,6 +506,14 @@ class SCLLMDSC(BaseModelClass):
             Passed to the training plan, ``SCLLMDSCTrainingPlan`` (``lr``...).
         datasplitter_kwargs
             Passed to :class:`scvi.dataloaders.DataSplitter`.
+        max_steps
+            Total optimiser steps of both phases instead of ``max_epochs`` (pre-training
+            takes half unless ``pretrain_epochs`` is given).
+        target_update
+            How the clustering target is refreshed: ``"full"`` (over all cells every
+            ``update_interval`` epochs, as above), ``"batch"`` (from each mini-batch's own
+            soft assignments at every step: no pass over all cells, for millions of cells)
+            or ``"auto"`` (``"full"`` up to 200,000 cells, ``"batch"`` above).
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer`.
 
@@ -472,16 +528,43 @@ class SCLLMDSC(BaseModelClass):
             with quiet_training():  # Lightning logs "Seed set to ..."
                 scvi.settings.seed = int(random_state)
         self._random_state = 0 if random_state is None else int(random_state)
-        max_epochs = (
-            default_epochs(n, batch_size or n) if max_epochs is None else int(max_epochs)
-        )
-        pretrain_epochs = max_epochs // 2 if pretrain_epochs is None else int(pretrain_epochs)
-        if not 0 <= pretrain_epochs <= max_epochs or max_epochs < 1:
+        if target_update not in ("auto", "full", "batch"):
             raise ValueError(
-                f"Need 1 <= max_epochs and 0 <= pretrain_epochs <= max_epochs, got "
-                f"max_epochs={max_epochs}, pretrain_epochs={pretrain_epochs}."
+                f"`target_update` must be 'auto', 'full' or 'batch', got {target_update!r}."
             )
+        if target_update == "auto":
+            target_update = "full" if n <= _FULL_TARGET_MAX_CELLS else "batch"
         batch_size = n if batch_size is None else int(min(batch_size, n))
+        steps_per_epoch = max(1, n // batch_size) if n > batch_size else 1
+        pre_steps = joint_steps = None  # epoch schedule unless a step budget applies
+        if max_epochs is None and max_steps is None and pretrain_epochs is None:
+            total = default_steps(n, batch_size)
+            if total % steps_per_epoch == 0:  # whole epochs: the epoch schedule, unchanged
+                max_epochs = total // steps_per_epoch
+            else:
+                max_steps = total
+        if max_steps is not None:
+            max_steps = int(max_steps)
+            if max_steps < 1:
+                raise ValueError(f"`max_steps` must be >= 1, got {max_steps}.")
+            pre_steps = (
+                max_steps // 2
+                if pretrain_epochs is None
+                else min(int(pretrain_epochs) * steps_per_epoch, max_steps)
+            )
+            joint_steps = max_steps - pre_steps
+            pretrain_epochs = -(-pre_steps // steps_per_epoch)
+            max_epochs = pretrain_epochs + -(-joint_steps // steps_per_epoch)
+        else:
+            max_epochs = (
+                default_epochs(n, batch_size) if max_epochs is None else int(max_epochs)
+            )
+            pretrain_epochs = max_epochs // 2 if pretrain_epochs is None else int(pretrain_epochs)
+            if not 0 <= pretrain_epochs <= max_epochs or max_epochs < 1:
+                raise ValueError(
+                    f"Need 1 <= max_epochs and 0 <= pretrain_epochs <= max_epochs, got "
+                    f"max_epochs={max_epochs}, pretrain_epochs={pretrain_epochs}."
+                )
         plan_kwargs = dict(plan_kwargs or {})
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         common = dict(
@@ -492,26 +575,34 @@ class SCLLMDSC(BaseModelClass):
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
-        feats = torch.as_tensor(
-            np.asarray(self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES)),
-            dtype=torch.float32,
-        )
-        self.module.set_graph_features(feats)
+        # all cells' propagated features are only read by the neighbour terms
+        if self.module.needs_neighbours:
+            feats = torch.as_tensor(
+                np.asarray(self.adata_manager.get_from_registry(TENSOR_KEYS.FEATURES)),
+                dtype=torch.float32,
+            )
+            self.module.set_graph_features(feats)
         sigint = _sigint_handler()
         try:
             self.module.clustering = False
             self.module.set_target(None)
-            if pretrain_epochs > 0:
-                self._run_phase(pretrain_epochs, stage="pre-training", **common)
+            self.module.set_batch_target(None)
+            if pretrain_epochs > 0 and (pre_steps is None or pre_steps > 0):
+                self._run_phase(
+                    pretrain_epochs, max_steps=pre_steps, stage="pre-training", **common
+                )
             self._init_clusters()
             joint = max_epochs - pretrain_epochs
-            if joint > 0:
+            if joint > 0 and (joint_steps is None or joint_steps > 0):
                 self.module.train()
                 self.module.clustering = True
+                if target_update == "batch":
+                    self.module.set_batch_target(self._target_fn())
                 self._run_phase(
                     joint,
-                    refresh_target=self._refresh_target,
+                    refresh_target=self._refresh_target if target_update == "full" else None,
                     update_interval=update_interval,
+                    max_steps=joint_steps,
                     stage="joint training",
                     **common,
                 )
@@ -527,7 +618,8 @@ class SCLLMDSC(BaseModelClass):
         finally:
             self.module.clustering = False
             self.module.set_target(None)
-            self.module.graph_features = torch.zeros(0, feats.shape[1])
+            self.module.set_batch_target(None)
+            self.module.graph_features = torch.zeros(0, self.module.n_features)
             self.module.eval()
             _restore_sigint(sigint)
         self.is_trained_ = True
@@ -537,15 +629,14 @@ class SCLLMDSC(BaseModelClass):
         """Centres of the clusters of the pre-trained fused latent (see ``init``)."""
         from ..graph import leiden_labels, leiden_n_clusters
 
-        z = self.get_latent_representation()
+        n = self.adata.n_obs
         rs = getattr(self, "_random_state", 0)
         rng = np.random.default_rng(rs)
-        # the initial partition is computed on at most `_INIT_MAX_CELLS` cells: enough to
-        # place the centres, and it keeps Leiden's cost bounded on millions of cells
-        sub = np.sort(rng.choice(len(z), _INIT_MAX_CELLS, replace=False)) if len(
-            z
-        ) > _INIT_MAX_CELLS else slice(None)
-        zs = z[sub]
+        # the initial partition is computed on at most `_INIT_MAX_CELLS` cells (only those
+        # are embedded): enough to place the centres, and it keeps the cost bounded on
+        # millions of cells
+        sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False)) if n > _INIT_MAX_CELLS else None
+        zs = self.get_latent_representation(indices=sub)
         if self.n_clusters is None:
             labels = leiden_labels(zs, self.resolution, random_state=rs)
             if int(labels.max()) + 1 < 2:
@@ -574,15 +665,20 @@ class SCLLMDSC(BaseModelClass):
             centers = km.cluster_centers_
         self.module.init_centers(torch.as_tensor(centers, dtype=torch.float32))
 
-    @torch.no_grad()
-    def _refresh_target(self) -> None:
-        """Recompute the target P over all cells (in chunks) from the current Q."""
+    def _target_fn(self):
         from ..nn import dec_target, sinkhorn_target
 
-        q = torch.as_tensor(self._soft_assignments(self.adata, batch_size=4096))
-        q = q.double()
-        p = sinkhorn_target(q) if self.target_kind == "sinkhorn" else dec_target(q)
-        self.module.set_target(p.float())
+        return sinkhorn_target if self.target_kind == "sinkhorn" else dec_target
+
+    @torch.no_grad()
+    def _refresh_target(self) -> None:
+        """Recompute the target P over all cells (in chunks) from the current Q, on the
+        module's device."""
+        dev = self.module.centers.device
+        q = torch.as_tensor(self._soft_assignments(self.adata, batch_size=4096)).to(dev)
+        # float64 where the device has it cheaply (CPU, CUDA); the target is kept there
+        q = q.double() if dev.type != "mps" else q
+        self.module.set_target(self._target_fn()(q).float())
 
     # ----------------------------------------------------------------------- inference
     @torch.inference_mode()
@@ -668,6 +764,186 @@ class SCLLMDSC(BaseModelClass):
         self._check_if_trained(warn=False)
         q = self._soft_assignments(adata, indices, batch_size)
         return q if soft else q.argmax(1)
+
+    # ------------------------------------------------------------------------ new cells
+    @classmethod
+    def prepare_query_anndata(
+        cls, adata: AnnData, reference_model: SCLLMDSC | str, prefix: str | None = None
+    ) -> AnnData:
+        """Map new cells onto a trained model's reference (the encoder's inputs).
+
+        The query's counts are normalised and projected with the reference's highly
+        variable genes, centre and PCA loadings (stored with the model); each cell's graph
+        is its ``n_neighbors - 1`` nearest training cells in that PCA space (UMAP fuzzy
+        weights), over which its propagated features are computed from the training cells'
+        stored features. The reference is not changed and query cells are mapped
+        independently of each other.
+
+        Parameters
+        ----------
+        adata
+            New cells with raw counts (in ``X`` or the ``layer`` the reference was set up
+            with) and the reference's semantic embeddings in ``.obsm`` (e.g. computed with
+            :func:`scllm_dsc.tl.embed_genes` on these cells). Genes are matched by name;
+            reference genes absent from the query are set to the reference mean (more than
+            half absent is an error).
+        reference_model
+            The trained model, or the directory it was saved to.
+        prefix
+            File prefix of a saved model.
+
+        Returns
+        -------
+        A new AnnData (the query's cells and ``obs``; counts ordered as the model's genes,
+        zeros for genes the query lacks; the semantic embeddings; the mapped features in
+        private ``obsm`` keys) for :meth:`load` or :meth:`load_query_data`.
+        """
+        import anndata as ad
+
+        if isinstance(reference_model, SCLLMDSC):
+            ref = reference_model.reference_
+            setup_args = reference_model.adata_manager.registry.get("setup_args", {})
+            var_names = np.asarray(reference_model.adata.var_names, dtype=str)
+        else:
+            ref, setup_args, var_names = _saved_reference(str(reference_model), prefix)
+        if ref is None:
+            raise ValueError(
+                "The reference model stores no PCA reference to map new cells with (set up "
+                "by an older version, or with precomputed features); set it up again with "
+                "`SCLLMDSC.setup_anndata` and retrain."
+            )
+        if setup_args.get("gene_graph"):
+            raise ValueError(
+                "Mapping new cells is not supported for models set up with `gene_graph=True`."
+            )
+        keys = setup_args.get("semantic_keys") or []
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        for key in keys:
+            if key not in adata.obsm:
+                raise KeyError(
+                    f"The reference model uses `obsm[{key!r}]`, which the new cells lack; "
+                    "compute it on them the same way (e.g. `sd.tl.embed_genes(adata)`)."
+                )
+        layer = setup_args.get("layer")
+        mapped = map_cells(adata, layer, ref, int(setup_args.get("random_state", 0)))
+
+        X = to_csr(get_matrix(adata, layer), np.float32)
+        pos = adata.var_names.get_indexer(var_names)
+        have = pos >= 0
+        sel = sparse.csr_matrix(X[:, np.where(have, pos, 0)])
+        sel = sel @ sparse.diags(have.astype(np.float32))  # zero columns for absent genes
+        sel = sparse.csr_matrix(sel, dtype=np.float32)
+        sel.eliminate_zeros()
+        query = ad.AnnData(
+            X=sel,
+            obs=adata.obs.copy(),
+            var=pd.DataFrame(index=pd.Index(var_names)),
+        )
+        if layer is not None:
+            query.layers[layer] = sel
+        for key in keys:
+            query.obsm[key] = np.asarray(adata.obsm[key])
+        query.obsm[_FEATURES] = mapped["features"]
+        query.obsm[_NN_IDX] = mapped["nn_indices"]
+        query.obsm[_NN_W] = mapped["nn_weights"]
+        if setup_args.get("augment"):  # the augmented views are only read by training
+            query.obsm[_DROP] = mapped["features"]
+            query.obsm[_PPR] = mapped["features"]
+        query.uns[_QUERY] = True
+        return query
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        **kwargs,
+    ):
+        """Load a saved model; new cells given as ``adata`` are mapped onto its reference.
+
+        As :meth:`scvi.model.base.BaseModelClass.load`. An ``adata`` that was not set up
+        for this model (no propagated features) is taken to hold new cells: it is mapped
+        with :meth:`prepare_query_anndata` and the loaded model works on the mapped copy
+        (``model.adata``; rows in the order of ``adata``), so
+        ``get_latent_representation()`` and ``predict()`` embed and assign the new cells.
+        """
+        if _needs_mapping(adata):
+            adata = cls.prepare_query_anndata(adata, dir_path, prefix=prefix)
+        return super().load(
+            dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix,
+            **kwargs,
+        )
+
+    @classmethod
+    def load_query_data(cls, adata: AnnData, reference_model: SCLLMDSC | str) -> SCLLMDSC:
+        """A model with the reference's weights bound to new cells (scvi-tools' query pattern).
+
+        The new cells are mapped with :meth:`prepare_query_anndata` (unless already mapped);
+        the returned model is not trained further: ``get_latent_representation()`` and
+        ``predict()`` give the new cells' latent and clusters under the reference model.
+
+        Parameters
+        ----------
+        adata
+            New cells (see :meth:`prepare_query_anndata`).
+        reference_model
+            The trained model, or the directory it was saved to.
+        """
+        if not isinstance(reference_model, SCLLMDSC):
+            return cls.load(str(reference_model), adata=adata)
+        reference_model._check_if_trained(warn=False)
+        query = cls.prepare_query_anndata(adata, reference_model) if _needs_mapping(
+            adata
+        ) else adata
+        registry = reference_model.adata_manager.registry
+        cls.setup_anndata(query, source_registry=registry, **registry.get("setup_args", {}))
+        params = reference_model.init_params_
+        kwargs = {k: v for group in params.get("kwargs", {}).values() for k, v in group.items()}
+        model = cls(query, **params["non_kwargs"], **kwargs)
+        model.module.load_state_dict(reference_model.module.state_dict())
+        model.reference_ = reference_model.reference_
+        model.is_trained_ = True
+        model.to_device(reference_model.device)
+        model.module.eval()
+        return model
+
+
+def _reference_of(adata: AnnData, setup_args: dict) -> dict | None:
+    """The reference for mapping new cells, or ``None`` if ``adata`` was set up without one
+    (e.g. with features written by an older version)."""
+    conn_key = Key.connectivities(setup_args.get("graph_key", Key.CLUSTER))
+    if _REFERENCE not in adata.uns or conn_key not in adata.obsp or _FEATURES not in adata.obsm:
+        return None
+    genes = {k: (np.asarray(v) if isinstance(v, np.ndarray | list) else v)
+             for k, v in adata.uns[_REFERENCE].items()}
+    feats = np.asarray(adata.obsm[_FEATURES])
+    if feats.shape[1] != genes["loadings"].shape[1] * (int(genes["n_hops"]) + 1):
+        return None  # the stored features were not built from this reference
+    return cell_reference(genes, feats, adata.obsp[conn_key])
+
+
+def _saved_reference(dir_path: str, prefix: str | None = None) -> tuple[dict | None, dict, np.ndarray]:
+    """``(reference_, setup_args, var_names)`` of a model saved in ``dir_path``."""
+    import os
+
+    from scvi.model.base._constants import SAVE_KEYS
+
+    path = os.path.join(dir_path, f"{prefix or ''}{SAVE_KEYS.MODEL_FNAME}")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    attrs = saved[SAVE_KEYS.ATTR_DICT_KEY]
+    return (
+        attrs.get("reference_"),
+        attrs["registry_"].get("setup_args", {}),
+        np.asarray(saved[SAVE_KEYS.VAR_NAMES_KEY], dtype=str),
+    )
+
+
+def _needs_mapping(adata) -> bool:
+    """Whether ``adata`` holds new cells not yet prepared (neither set up nor mapped)."""
+    return adata is not None and adata is not False and _FEATURES not in adata.obsm
 
 
 def _gene_graph_inputs(adata: AnnData, use_text: bool) -> dict:

@@ -184,6 +184,7 @@ class SCLLMDSCModule(BaseModuleClass):
         # and the clustering target P; neither is saved with the model.
         self.register_buffer("graph_features", torch.zeros(0, n_features), persistent=False)
         self.target: torch.Tensor | None = None
+        self.batch_target = None
         self.clustering = False
 
     # ----------------------------------------------------------------- set from the model
@@ -204,8 +205,17 @@ class SCLLMDSCModule(BaseModuleClass):
         )
 
     def set_target(self, target: torch.Tensor | None) -> None:
-        """Set the clustering target ``P`` (cells x k, CPU) indexed by registered cell index."""
-        self.target = None if target is None else target.detach().cpu()
+        """Set the clustering target ``P`` (cells x k) indexed by registered cell index.
+
+        It stays on the device it is given on (the model computes it on the module's).
+        """
+        self.target = None if target is None else target.detach()
+
+    def set_batch_target(self, fn) -> None:
+        """Compute the target of each mini-batch from its own (detached) ``q`` with ``fn``
+        (e.g. :func:`~scllm_dsc.nn.sinkhorn_target`) when no cell-indexed target is set;
+        ``None`` turns this off."""
+        self.batch_target = fn
 
     # ----------------------------------------------------------------------- scvi hooks
     def inference_fields(self, registered) -> list[str]:
@@ -230,6 +240,11 @@ class SCLLMDSCModule(BaseModuleClass):
                 1.0 - self.path_weight
             ) * F.normalize(text2, dim=-1)
         return F.normalize(parts[0], dim=-1)
+
+    @property
+    def needs_neighbours(self) -> bool:
+        """Whether the loss encodes each cell's graph neighbours (cut or neighbour term)."""
+        return self.w_cut > 0 or (self.use_gene_graph and self.w_neighbour > 0)
 
     @property
     def n_fused(self) -> int:
@@ -288,9 +303,8 @@ class SCLLMDSCModule(BaseModuleClass):
 
         zn = inference_outputs["z_feat_norm"]
         zero = torch.zeros((), device=dev)
-        need_nb = self.w_cut > 0 or (self.use_gene_graph and self.w_neighbour > 0)
         cut = neighbour = zero
-        if self.graph_features.shape[0] > 0 and need_nb:
+        if self.graph_features.shape[0] > 0 and self.needs_neighbours:
             nn_idx = tensors[TENSOR_KEYS.NN_IDX].long()
             nn_w = tensors[TENSOR_KEYS.NN_W].float()
             b, k = nn_idx.shape
@@ -323,9 +337,14 @@ class SCLLMDSCModule(BaseModuleClass):
             nce = var = align = zero
 
         if self.clustering and self.target is not None and "q" in inference_outputs:
-            idx = tensors[TENSOR_KEYS.INDICES].long().reshape(-1).cpu()
+            idx = tensors[TENSOR_KEYS.INDICES].long().reshape(-1).to(self.target.device)
             p = self.target[idx].to(dev)
             kl = kl_target(p, inference_outputs["q"])
+        elif self.clustering and self.batch_target is not None and "q" in inference_outputs:
+            q = inference_outputs["q"]
+            with torch.no_grad():
+                p = self.batch_target(q.detach().double()).to(q.dtype)
+            kl = kl_target(p, q)
         else:
             kl = zero
 
