@@ -13,8 +13,11 @@ Usage::
 
 Baselines follow scanpy's pipeline (normalize_total, log1p, 2000 HVG, PCA 50, 15-NN,
 Leiden at default resolution or bisected to the true k); ``scanpy_scaled_leiden_k`` adds
-``sc.pp.scale`` before PCA. ``control_random_gene_vectors`` replaces the text embeddings by
-random gene vectors (METHOD section 9's control). Text embeddings are computed once per
+``sc.pp.scale`` before PCA. ``control_random_vectors`` (in the suite) runs scllm_dsc with the
+real gene vectors replaced by random Gaussian ones of the same shape (fixed seed), and
+``genept_w_random_vectors`` GenePT-w on them: the knowledge claim holds only where the real
+vectors beat both. ``control_random_gene_vectors`` (extra) replaces the whole semantic view
+by random-vector aggregates computed without the real view (METHOD section 9's control). Text embeddings are computed once per
 dataset outside the timed runs (gene vectors cached by the package under
 ``SCLLM_DSC_CACHE``), so ``seconds``/``peak_mb`` of scllm_dsc rows are ``sd.tl.cluster``
 alone; ``peak_mb`` is the peak resident memory above the level before the call.
@@ -124,7 +127,41 @@ def random_semantic(adata, d: int = 384, n_top: int = 100, seed: int = 12345) ->
     adata.obsm[Key.X_CELL_SENTENCE] = l2_normalize(np.asarray(M @ G)).astype(np.float32)
 
 
-def _scllm(control: bool = False, **kwargs):
+def random_gene_vectors(adata, seed: int = 12345) -> None:
+    """The issue's control: the real semantic view's gene vectors replaced by random ones.
+
+    Needs the real view first (``Context.semantic``): every gene with a text vector
+    (``varm["gene_text"]``) gets a random Gaussian vector of the same width (fixed ``seed``,
+    L2-normalised), and Path 1 is re-aggregated with the package's own weights
+    (:func:`scllm_dsc.tl._embed_genes.cell_text_weights`, the parameters of the real run), so
+    only the vectors differ. Path 2 (cell sentences, a text per cell) has no gene vectors; it
+    is replaced by the unweighted sum of the random vectors of each cell's top 100 genes.
+    """
+    from scipy import sparse
+
+    from scllm_dsc._constants import Key
+    from scllm_dsc._utils import l2_normalize, top_k_per_row
+    from scllm_dsc.tl._embed_genes import cell_text_weights
+
+    G_real = np.asarray(adata.varm[Key.GENE_TEXT])
+    found = np.asarray(adata.var[f"{Key.GENE_TEXT}_found"], dtype=bool)
+    params = adata.uns[Key.GENE_TEXT]["params"]
+    rng = np.random.default_rng(seed)
+    G = np.zeros_like(G_real, dtype=np.float32)
+    G[found] = l2_normalize(rng.normal(size=(int(found.sum()), G_real.shape[1])))
+    idx = np.flatnonzero(found)
+    X = sparse.csr_matrix(adata.X, dtype=np.float32)
+    W = cell_text_weights(X, idx, int(params["n_top_genes"]))
+    adata.varm[Key.GENE_TEXT] = G
+    adata.obsm[Key.X_GENE_TEXT] = l2_normalize(np.asarray(W @ G[idx])).astype(np.float32)
+    if Key.X_CELL_SENTENCE in adata.obsm:
+        top = top_k_per_row(X, 100)
+        rows = np.repeat(np.arange(adata.n_obs), np.diff(top.indptr))
+        M = sparse.csr_matrix((np.ones(rows.size), (rows, top.indices)), shape=X.shape)
+        adata.obsm[Key.X_CELL_SENTENCE] = l2_normalize(np.asarray(M @ G)).astype(np.float32)
+
+
+def _scllm(control: bool = False, random_vectors: bool = False, **kwargs):
     def run(adata, k, seed, ctx):
         import scllm_dsc as sd
 
@@ -133,11 +170,23 @@ def _scllm(control: bool = False, **kwargs):
         ad = adata.copy()
         if control:
             random_semantic(ad)
+        if random_vectors:
+            random_gene_vectors(ad)
         sd.tl.cluster(ad, n_clusters=n_clusters, random_state=seed, **ctx.quiet, **extra)
         return ad.obs["scllm_dsc"].to_numpy()
 
-    run.needs_semantic = kwargs.get("use_semantic", True) and not control
+    run.needs_semantic = (kwargs.get("use_semantic", True) and not control) or random_vectors
     return run
+
+
+def genept_w_random_vectors(adata, k, seed, ctx):
+    """GenePT-w (Path 1 alone, Leiden at k) on random gene vectors (the control above)."""
+    ad = adata.copy()
+    random_gene_vectors(ad)
+    return _leiden_k(ad.obsm["X_gene_text"], k, seed)
+
+
+genept_w_random_vectors.needs_semantic = True
 
 
 METHODS = {
@@ -159,11 +208,13 @@ METHODS = {
     "option_augment": _scllm(augment=True),
     "option_gene_graph": _scllm(gene_graph=True),
     "control_random_gene_vectors": _scllm(control=True),
+    "control_random_vectors": _scllm(random_vectors=True),
+    "genept_w_random_vectors": genept_w_random_vectors,
 }
 # the issue's suite (the default): anchors, scllm_dsc with and without a given k, ablations
 SUITE = ["scanpy_leiden", "scanpy_leiden_k", "kmeans_pca", "scvi_leiden_k", "genept_w_leiden_k",
          "c2s_leiden_k", "scllm_dsc", "scllm_dsc_auto", "ablation_no_semantic",
-         "ablation_path1_only", "ablation_path2_only", "ablation_no_alignment",
+         "control_random_vectors", "genept_w_random_vectors", "ablation_path1_only", "ablation_path2_only", "ablation_no_alignment",
          "ablation_dec_target"]
 BASELINES = ["scanpy_leiden", "scanpy_leiden_k", "scanpy_scaled_leiden_k", "kmeans_pca",
              "scvi_leiden_k", "genept_w_leiden_k", "c2s_leiden_k"]
@@ -259,6 +310,11 @@ def per_dataset_analysis(ari: pd.DataFrame, n_found: pd.DataFrame) -> str:
                        gap=ari.loc["scllm_dsc", d] - ari.loc[best, d])
         if "ablation_no_semantic" in ari.index:
             row["semantic_adds"] = ari.loc["scllm_dsc", d] - ari.loc["ablation_no_semantic", d]
+        if "control_random_vectors" in ari.index:
+            row["vs_random"] = ari.loc["scllm_dsc", d] - ari.loc["control_random_vectors", d]
+        if {"genept_w_leiden_k", "genept_w_random_vectors"} <= set(ari.index):
+            row["genept_vs_random"] = (ari.loc["genept_w_leiden_k", d]
+                                       - ari.loc["genept_w_random_vectors", d])
         if semantic_only:
             row["semantic_alone"] = ari.loc[semantic_only, d].max()
         if "scllm_dsc_auto" in ari.index:
@@ -268,7 +324,9 @@ def per_dataset_analysis(ari: pd.DataFrame, n_found: pd.DataFrame) -> str:
     lines = [
         "### Per dataset\n",
         "`gap`: scllm_dsc minus the best other method on that dataset; `semantic_adds`: "
-        "scllm_dsc minus `ablation_no_semantic`; `semantic_alone`: the better of GenePT-w and "
+        "scllm_dsc minus `ablation_no_semantic`; `vs_random` / `genept_vs_random`: scllm_dsc / "
+        "GenePT-w minus the same on random gene vectors (the knowledge claim needs both > 0 "
+        "and `semantic_adds` > 0); `semantic_alone`: the better of GenePT-w and "
         "Cell2Sentence; `k_estimated`: clusters found by `scllm_dsc_auto` (mean over seeds) and "
         "`auto_ari` its ARI.\n",
         pd.DataFrame(rows).set_index("dataset").round(3).to_markdown(),
