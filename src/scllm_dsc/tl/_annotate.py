@@ -418,6 +418,10 @@ def _score(eff: dict, d_row: np.ndarray, shrink: float, clip: float = 3.0):
     return float(sp - sn), wp
 
 
+def _supported(eff: dict, d_row: np.ndarray, min_effect: float = 0.5) -> bool:
+    return any(s > 0 and d_row[j] > min_effect for (j, s) in eff)
+
+
 def marker_annotation(
     ad,
     key: str,
@@ -433,7 +437,10 @@ def marker_annotation(
     min_own: float = 0.25,
     decay: float = 0.5,
     shrink: float = 1.0,
+    margin: float = 0.15,
+    contrast: float = 0.5,
     n_evidence: int = 8,
+    min_evidence: float = 0.25,
     narrow: bool = False,
 ):
     """Rank Cell Ontology ``terms`` for each cluster by the expression of their markers."""
@@ -505,6 +512,12 @@ def marker_annotation(
         for k in range(len(clusters)):
             S[k, i] = _score(effs[t], D[k], shrink)[0]
             own_S[k, i] = _score(own_eff, D[k], shrink)[0] if own_eff else np.nan
+    if contrast > 0 and len(clusters) > 1:
+        # a term that fits another cluster better is a worse name for this one
+        Sf = np.nan_to_num(S, nan=-np.inf)
+        other_best = np.array([np.max(np.delete(Sf, k, axis=0), axis=0)
+                               for k in range(len(clusters))])
+        S = S - contrast * np.clip(other_best - S, 0, None)
     tindex = {t: i for i, t in enumerate(tlist)}
 
     def label(t):
@@ -521,25 +534,27 @@ def marker_annotation(
         for t in order:
             if len(chosen) >= n_top:
                 break
+            if not _supported(effs[t], D[k]):
+                continue  # no marker of the term is up in this cluster: not a suggestion
             cur = t
             while True:
                 i = tindex[cur]
-                ok_own = np.isnan(own_S[k, i]) or own_S[k, i] >= min_own
-                if ok_own:
-                    break
+                weak_own = not np.isnan(own_S[k, i]) and own_S[k, i] < min_own
+                # an ancestor nearly as well supported is the safer name
+                floor = S[k, i] - margin if not weak_own else min_score
                 ups = [a for a in cl.ancestors(cur, 3) if a in tindex
-                       and S[k, tindex[a]] >= min_score]
+                       and S[k, tindex[a]] >= max(floor, min_score)]
                 if not ups:
                     break
                 cur = max(ups, key=lambda a: (S[k, tindex[a]], a))
-            if cur not in chosen:
+            if cur not in chosen and _supported(effs[cur], D[k]):
                 chosen.append(cur)
         for r, t in enumerate(chosen, start=1):
             i = tindex[t]
             support = []
             for (j, sign), (w, srcs, step) in effs[t].items():
                 dj = float(D[k, j])
-                if (sign > 0 and dj > 0) or (sign < 0 and dj <= 0):
+                if (sign > 0 and dj > min_evidence) or (sign < 0 and dj <= 0):
                     support.append((w * abs(dj) if sign > 0 else w * 0.5, j, sign, w, srcs, step))
             support.sort(key=lambda x: -x[0])
             for _, j, sign, w, srcs, step in support[:n_evidence]:
@@ -579,6 +594,7 @@ def marker_annotation(
             "method": "markers", "key": key, "sources": list(sources), "species": species,
             "n_candidates": int(len(tlist)), "n_top": int(n_top), "min_score": float(min_score),
             "min_own": float(min_own), "decay": float(decay), "shrink": float(shrink),
+            "margin": float(margin), "contrast": float(contrast),
             "lineages": [cl.label[t] for t in lineages_found], "layer": layer,
         },
     }
