@@ -173,111 +173,28 @@ def embed_candidates(texts: Sequence[str], params: Mapping, model: str | None, d
     return l2_normalize(C), str(model)
 
 
-@inject_docs()
-def annotate_clusters(
-    adata,
-    key: str = Key.CLUSTER,
-    candidates: Sequence[str] | Mapping[str, str] | None = None,
+def _similarity_annotation(
+    ad,
+    key: str,
+    candidates,
     *,
-    within: str | Sequence[str] | None = None,
-    n_top: int = 3,
-    n_markers: int = 50,
-    use_markers: bool = True,
-    marker_weight: float = 0.5,
-    n_background: int = 200,
-    relative: bool = True,
-    de_method: str = "wilcoxon",
-    layer: str | None = None,
-    gene_key: str = Key.GENE_TEXT,
-    model: str | None = None,
-    device: str | None = None,
-    random_state: int = 0,
-    key_added: str | None = None,
-    copy: bool = False,
+    within,
+    n_top: int,
+    n_markers: int,
+    use_markers: bool,
+    marker_weight: float,
+    n_background: int,
+    relative: bool,
+    de_method: str,
+    layer: str | None,
+    gene_key: str,
+    model: str | None,
+    device,
+    random_state: int,
 ):
-    """Suggest cell-type names for clusters from gene knowledge.
-
-    These are **suggestions** for a person to check, not annotations: the scores say which
-    candidate texts read most like the cluster's genes, nothing more. A cluster of a type that
-    is not among the candidates still gets the closest candidate's name.
-
-    Each candidate cell type is a text (label, synonyms and definition, from the Cell Ontology
-    or from the user) embedded with the same frozen text encoder as the genes (cached). Each
-    cluster is compared with each candidate in two ways:
-
-    a. **Markers**: the cluster's top up-regulated genes (:func:`scanpy.tl.rank_genes_groups`,
-       one vs. rest, on a log-normalised copy of the expression; only genes with text) are
-       combined into a rank-weighted profile of their text vectors; its cosine with the
-       candidate is turned into a z-score against ``n_background`` random gene sets of the
-       same size and weights, drawn (seeded) from expressed genes with text.
-    b. **Semantic centroid**: the cluster's mean ``obsm["X_gene_text"]`` minus that of all
-       cells, projected on the candidate, in units of the cells' standard deviation along it.
-
-    Both are standardised over candidates per cluster and combined,
-    ``marker_weight * a + (1 - marker_weight) * b``; with ``use_markers=False`` only (b) is
-    used. Clusters are ranked independently (two clusters can get the same name).
-
-    Parameters
-    ----------
-    {adata}
-    key
-        Column of ``adata.obs`` with the cluster labels.
-    candidates
-        The names to choose from: ``None`` takes Cell Ontology terms (see ``within``; needs
-        ``pip install "scllm-dsc[ontology]"``); a list of names (names that are Cell Ontology
-        labels or ids get the term's synonyms and definition when the package is installed);
-        or a dict of name -> description.
-    within
-        With ontology candidates, the subset of the Cell Ontology to draw them from: a
-        preset (``"immune"``/``"blood"``, ``"pancreas"``, ``"brain"``), a CL id or label
-        (the term and its descendants, e.g. ``"CL:0000988"`` or ``"hematopoietic cell"``),
-        or a list of these. ``None`` uses all current terms (thousands; slower and less
-        precise).
-    n_top
-        Number of suggestions per cluster kept in the ranking table.
-    n_markers
-        Marker genes per cluster.
-    use_markers
-        Use the marker-gene score (a); ``False`` ranks by the semantic centroid (b) alone.
-    marker_weight
-        Weight of (a) against (b) when ``use_markers``.
-    n_background
-        Random gene sets per cluster for the calibration of (a).
-    relative
-        Subtract from each candidate's marker score its mean over clusters (with three or
-        more clusters), so a candidate that resembles every cluster's markers (a generic
-        term) does not win them all; the semantic centroid score is relative to all cells
-        anyway.
-    de_method
-        Test of :func:`scanpy.tl.rank_genes_groups`.
-    layer
-        Layer with raw counts (or log-normalised expression) for the marker genes; ``None``
-        uses ``adata.X``.
-    gene_key
-        ``key_added`` of :func:`scllm_dsc.tl.embed_genes`.
-    model
-        Text encoder for the candidates; ``None`` uses the one recorded by
-        :func:`~scllm_dsc.tl.embed_genes` (the candidate and gene vectors must share it).
-    {device}
-    {random_state}
-    key_added
-        Defaults to ``f"{{key}}_annotation"``.
-    {copy}
-
-    Returns
-    -------
-    ``None``, or a copy of ``adata`` when ``copy=True``, with
-
-    - ``obs[key_added]``: the top suggestion of each cell's cluster (categorical);
-    - ``uns[key_added]``: ``"ranking"`` (one row per cluster and rank: ``cluster``,
-      ``rank``, ``name``, ``term_id``, ``score``, ``marker_score``, ``centroid_score``,
-      ``n_cells``), ``"scores"`` (clusters x candidates, combined score), ``"markers"``
-      (cluster -> marker genes used), ``"candidates"`` (name, term_id, text) and
-      ``"params"``.
-    """
-    from .._utils import resolve_adata
-
-    ad = resolve_adata(adata, None)
+    """The earlier text-similarity ranking (``method="similarity"``): cosine of the
+    candidates' text vectors with the cluster's marker-gene text profile (z-scored against
+    random gene sets) and with its mean semantic cell embedding."""
     _check_inputs(ad, key, gene_key)
     if candidates is not None and within is not None:
         raise ValueError("Pass either `candidates` (your own list) or `within` (ontology subset).")
@@ -285,7 +202,6 @@ def annotate_clusters(
         raise ValueError("`n_top` and `n_markers` must be positive.")
     if not 0.0 <= marker_weight <= 1.0:
         raise ValueError("`marker_weight` must lie in [0, 1].")
-    key_added = key_added or f"{key}_annotation"
 
     groups = ad.obs[key]
     if groups.isna().any():
@@ -404,14 +320,487 @@ def annotate_clusters(
         },
     }
     result["params"] = {k: v for k, v in result["params"].items() if v is not None}
+    return labels, result
+
+
+# --------------------------------------------------------------------------------------
+# Marker-based annotation (default): explicit Cell Ontology and marker knowledge
+# --------------------------------------------------------------------------------------
+
+#: Broad lineages of the first (coarse) pass that narrows the candidates from the data.
+LINEAGES = {
+    "CL:0000988": "hematopoietic cell",
+    "CL:0000066": "epithelial cell",
+    "CL:0002319": "neural cell",
+    "CL:0000115": "endothelial cell",
+    "CL:0002320": "connective tissue cell",
+    "CL:0000187": "muscle cell",
+    "CL:0000586": "germ cell",
+    "CL:0000669": "pericyte",
+}
+
+UNASSIGNED = "unassigned"
+DEFAULT_SOURCES = ("CL", "gene text", "cellconsensus")
+
+
+def cluster_effects(X, codes: np.ndarray, n_groups: int, eps: float = 0.05):
+    """Per cluster and gene: effect size against all other cells and detection rates.
+
+    ``X`` is log-normalised (cells x genes). Returns ``d`` (mean difference over the pooled
+    standard deviation, ``eps`` added to the variance so genes barely detected anywhere do
+    not get huge effects), ``lfc`` (difference of means, log1p units), ``pct_in`` and
+    ``pct_out`` (fraction of cells with the gene detected), each clusters x genes.
+    """
+    X = sparse.csr_matrix(X)
+    n = X.shape[0]
+    ind = sparse.csr_matrix(
+        (np.ones(n, dtype=np.float64), (codes, np.arange(n))), shape=(n_groups, n)
+    )
+    size = np.asarray(ind.sum(1)).ravel()[:, None]
+    s1 = np.asarray((ind @ X).todense(), dtype=np.float64)
+    X2 = X.copy()
+    X2.data = X2.data.astype(np.float64) ** 2
+    s2 = np.asarray((ind @ X2).todense())
+    Xb = X.copy()
+    Xb.data = (Xb.data > 0).astype(np.float64)
+    nz = np.asarray((ind @ Xb).todense())
+    t1, t2, tnz = s1.sum(0), s2.sum(0), nz.sum(0)
+    rest = np.maximum(n - size, 1)
+    m_in = s1 / np.maximum(size, 1)
+    m_out = (t1 - s1) / rest
+    v_in = np.maximum(s2 / np.maximum(size, 1) - m_in**2, 0)
+    v_out = np.maximum((t2 - s2) / rest - m_out**2, 0)
+    d = (m_in - m_out) / np.sqrt((v_in + v_out) / 2 + eps)
+    return {
+        "d": d,
+        "lfc": m_in - m_out,
+        "pct_in": nz / np.maximum(size, 1),
+        "pct_out": (tnz - nz) / rest,
+    }
+
+
+def _term_markers(mk: pd.DataFrame, gene_col: dict[str, int]):
+    """{term: {(gene column, sign): (weight, [(source, text), ...])}} for genes in data."""
+    out: dict[str, dict[tuple[int, int], list]] = {}
+    for t, g, sign, w, src, text in mk[["term_id", "gene", "sign", "weight", "source",
+                                        "text"]].itertuples(index=False):
+        j = gene_col.get(g)
+        if j is None:
+            continue
+        slot = out.setdefault(t, {}).setdefault((j, int(sign)), [0.0, []])
+        # several sources agreeing strengthen a link (capped)
+        slot[0] = min(slot[0] + float(w), 1.5)
+        slot[1].append((src, text))
+    return out
+
+
+def _effective(term: str, own: dict, cl, decay: float, max_steps: int = 2):
+    """A term's markers plus its ancestors' (weight times ``decay`` per is_a step)."""
+    eff = {k: (v[0], v[1], 0) for k, v in own.get(term, {}).items()}
+    for a, step in cl.ancestors(term, max_steps).items():
+        for k, v in own.get(a, {}).items():
+            w = v[0] * decay**step
+            if k not in eff or eff[k][0] < w:
+                eff[k] = (w, v[1], step)
+    return eff
+
+
+def _score(eff: dict, d_row: np.ndarray, shrink: float, clip: float = 3.0):
+    """Weighted mean effect of positive markers minus that of negative markers present."""
+    if not eff:
+        return np.nan, 0.0
+    pos = [(w, j) for (j, s), (w, _, _) in eff.items() if s > 0]
+    neg = [(w, j) for (j, s), (w, _, _) in eff.items() if s < 0]
+    wp = sum(w for w, _ in pos)
+    sp = sum(w * np.clip(d_row[j], -1.0, clip) for w, j in pos) / (wp + shrink) if pos else 0.0
+    sn = (sum(w * np.clip(d_row[j], 0.0, clip) for w, j in neg) / (sum(w for w, _ in neg) + shrink)
+          if neg else 0.0)
+    return float(sp - sn), wp
+
+
+def _supported(eff: dict, d_row: np.ndarray, min_effect: float = 0.5) -> bool:
+    return any(s > 0 and d_row[j] > min_effect for (j, s) in eff)
+
+
+def marker_annotation(
+    ad,
+    key: str,
+    *,
+    terms: Sequence[str],
+    names: Mapping[str, str] | None = None,
+    sources: Sequence[str] = DEFAULT_SOURCES,
+    species: str | None = None,
+    knowledge=None,
+    layer: str | None = None,
+    n_top: int = 3,
+    min_score: float = 0.25,
+    min_own: float = 0.25,
+    decay: float = 0.5,
+    shrink: float = 1.0,
+    margin: float = 0.15,
+    contrast: float = 0.5,
+    n_evidence: int = 8,
+    min_evidence: float = 0.25,
+    narrow: bool = False,
+):
+    """Rank Cell Ontology ``terms`` for each cluster by the expression of their markers."""
+    from ..knowledge._cell_markers import (
+        cell_ontology,
+        collect_markers,
+        mouse_to_human,
+        to_human,
+    )
+    from ..knowledge._species import infer_species
+
+    groups = ad.obs[key]
+    if groups.isna().any():
+        raise ValueError(f"adata.obs[{key!r}] has missing values; label every cell.")
+    groups = groups.astype("category").cat.remove_unused_categories()
+    clusters = [str(c) for c in groups.cat.categories]
+    codes = groups.cat.codes.to_numpy()
+    if species is None:
+        species = infer_species(list(ad.var_names))
+    kpath = None if knowledge is None else str(knowledge)
+    orth = mouse_to_human(kpath) if species != "human" else None
+    human = to_human(ad.var_names, species, orth)
+    gene_col: dict[str, int] = {}
+    for j, g in enumerate(human):
+        if g and g not in gene_col:
+            gene_col[g] = j
+
+    cl = cell_ontology()
+    terms = [t for t in dict.fromkeys(terms) if t in cl.label]
+    anc = {a for t in terms for a in cl.ancestors(t, 2)}
+    need = list(dict.fromkeys([*terms, *sorted(anc), *LINEAGES]))
+    mk = collect_markers(need, sources, knowledge=kpath, genes=list(gene_col))
+    own = _term_markers(mk, gene_col)
+
+    X = _log_normalised(ad, layer)
+    eff_stats = cluster_effects(X, codes, len(clusters))
+    D = eff_stats["d"]
+
+    # coarse first pass: the broad lineages the clusters belong to
+    lineages_found: list[str] = []
+    if narrow:
+        lin = list(LINEAGES)
+        L = np.array([[_score(_effective(t, own, cl, decay, 0), D[k], shrink)[0]
+                       for t in lin] for k in range(len(clusters))])
+        L = np.nan_to_num(L, nan=-np.inf)
+        best = np.argmax(L, axis=1)
+        lineages_found = sorted({lin[b] for k, b in enumerate(best) if L[k, b] >= min_score})
+        if lineages_found:
+            keep = set()
+            for root in lineages_found:
+                keep |= {root, *cl.descendants(root)}
+            narrowed = [t for t in terms if t in keep]
+            if narrowed:
+                terms = narrowed
+        logg.info(f"    lineages found: {[cl.label[t] for t in lineages_found]}")
+
+    # a term needs markers of its own to be named (inherited ones alone say nothing new)
+    effs = {t: _effective(t, own, cl, decay) for t in terms if own.get(t)}
+    if not effs:
+        raise ValueError(
+            "None of the candidate terms has a marker gene in this dataset; widen `within=` "
+            "or add the marker database (`sources=` with 'cellconsensus')."
+        )
+    tlist = list(effs)
+    S = np.full((len(clusters), len(tlist)), np.nan)
+    own_S = np.full_like(S, np.nan)
+    for i, t in enumerate(tlist):
+        own_eff = {k: (v[0], v[1], 0) for k, v in own.get(t, {}).items()}
+        for k in range(len(clusters)):
+            S[k, i] = _score(effs[t], D[k], shrink)[0]
+            own_S[k, i] = _score(own_eff, D[k], shrink)[0] if own_eff else np.nan
+    if contrast > 0 and len(clusters) > 1:
+        # a term that fits another cluster better is a worse name for this one
+        Sf = np.nan_to_num(S, nan=-np.inf)
+        other_best = np.array([np.max(np.delete(Sf, k, axis=0), axis=0)
+                               for k in range(len(clusters))])
+        S = S - contrast * np.clip(other_best - S, 0, None)
+    tindex = {t: i for i, t in enumerate(tlist)}
+
+    def label(t):
+        return (names or {}).get(t) or cl.label[t]
+
+    sizes = np.bincount(codes, minlength=len(clusters))
+    var_names = np.asarray(ad.var_names)
+    rows, ev_rows, top1 = [], [], {}
+    for k, c in enumerate(clusters):
+        order = [tlist[i] for i in np.argsort(-np.nan_to_num(S[k], nan=-np.inf), kind="stable")]
+        # a confident parent beats a shaky child: move up while the term's own markers do
+        # not support it but an ancestor among the candidates is supported
+        chosen = []
+        for t in order:
+            if len(chosen) >= n_top:
+                break
+            if not _supported(effs[t], D[k]):
+                continue  # no marker of the term is up in this cluster: not a suggestion
+            cur = t
+            while True:
+                i = tindex[cur]
+                weak_own = not np.isnan(own_S[k, i]) and own_S[k, i] < min_own
+                # an ancestor nearly as well supported is the safer name
+                floor = S[k, i] - margin if not weak_own else min_score
+                ups = [a for a in cl.ancestors(cur, 3) if a in tindex
+                       and S[k, tindex[a]] >= max(floor, min_score)]
+                if not ups:
+                    break
+                cur = max(ups, key=lambda a: (S[k, tindex[a]], a))
+            if cur not in chosen and _supported(effs[cur], D[k]):
+                chosen.append(cur)
+        for r, t in enumerate(chosen, start=1):
+            i = tindex[t]
+            support = []
+            for (j, sign), (w, srcs, step) in effs[t].items():
+                dj = float(D[k, j])
+                if (sign > 0 and dj > min_evidence) or (sign < 0 and dj <= 0):
+                    support.append((w * abs(dj) if sign > 0 else w * 0.5, j, sign, w, srcs, step))
+            support.sort(key=lambda x: -x[0])
+            for _, j, sign, w, srcs, step in support[:n_evidence]:
+                via = "" if step == 0 else f" (via ancestor, {step} is_a step{'s' * (step > 1)})"
+                ev_rows.append({
+                    "cluster": c, "rank": r, "term_id": t, "gene": str(var_names[j]),
+                    "marker": "positive" if sign > 0 else "negative (absent)",
+                    "effect_size": float(D[k, j]), "log_fold_change": float(eff_stats["lfc"][k, j]),
+                    "pct_in": float(eff_stats["pct_in"][k, j]),
+                    "pct_out": float(eff_stats["pct_out"][k, j]), "weight": float(w),
+                    "source": "; ".join(sorted({s for s, _ in srcs})),
+                    "statement": " | ".join(dict.fromkeys(x for _, x in srcs))[:300] + via,
+                })
+            rows.append({
+                "cluster": c, "rank": r, "term_id": t, "name": label(t),
+                "score": float(S[k, i]), "own_score": float(own_S[k, i]),
+                "n_support": int(sum(1 for x in support if x[2] > 0 and D[k, x[1]] > 0.5)),
+                "supporting_genes": ", ".join(str(var_names[x[1]]) for x in support[:n_evidence]
+                                              if x[2] > 0),
+                "n_cells": int(sizes[k]),
+            })
+        best = rows[-len(chosen)] if chosen else None
+        has_support = (best is not None and best["score"] >= min_score and best["n_support"] > 0)
+        top1[c] = best["name"] if has_support else UNASSIGNED
+
+    ranking = pd.DataFrame(rows)
+    evidence = pd.DataFrame(ev_rows, columns=[
+        "cluster", "rank", "term_id", "gene", "marker", "effect_size", "log_fold_change",
+        "pct_in", "pct_out", "weight", "source", "statement"])
+    cats = list(dict.fromkeys(top1[c] for c in clusters))
+    labels = pd.Categorical([top1[c] for c in np.asarray(clusters)[codes]], categories=cats)
+    result = {
+        "ranking": ranking,
+        "evidence": evidence,
+        "assigned": pd.Series(top1, name="name").rename_axis("cluster").reset_index(),
+        "params": {
+            "method": "markers", "key": key, "sources": list(sources), "species": species,
+            "n_candidates": int(len(tlist)), "n_top": int(n_top), "min_score": float(min_score),
+            "min_own": float(min_own), "decay": float(decay), "shrink": float(shrink),
+            "margin": float(margin), "contrast": float(contrast),
+            "lineages": [cl.label[t] for t in lineages_found], "layer": layer,
+        },
+    }
+    result["params"] = {k: v for k, v in result["params"].items() if v is not None}
+    return labels, result
+
+
+def _resolve_terms(candidates, within):
+    """Candidate CL ids (and display names) from ``candidates`` / ``within``."""
+    from ..knowledge._cell_markers import TOO_GENERAL, cell_ontology
+    from ._candidates import ontology_candidates
+
+    if candidates is None:
+        if within is None:
+            ids = [t for t in cell_ontology().label if t not in TOO_GENERAL]
+            return ids, None, True
+        return ontology_candidates(within)["term_id"].tolist(), None, False
+    if isinstance(candidates, str):
+        raise TypeError(
+            "`candidates` is a list of names or CL ids; to pick Cell Ontology terms by a "
+            "preset, id or label, use `within=`."
+        )
+    cl = cell_ontology()
+    lookup: dict[str, str] = {}
+    for t in cl.label:
+        for n in (cl.label[t], *cl.synonyms.get(t, [])):
+            lookup.setdefault(n.lower(), t)
+    ids, names, unknown = [], {}, []
+    for c in candidates:
+        c = str(c)
+        t = c.upper() if c.upper() in cl.label else lookup.get(c.lower())
+        if t is None:
+            unknown.append(c)
+            continue
+        ids.append(t)
+        if not c.upper().startswith("CL:"):
+            names[t] = c
+    if unknown:
+        logg.warning(
+            f"candidates {unknown[:5]} are not Cell Ontology ids, labels or synonyms and have "
+            "no markers; they are left out (use `method='similarity'` for free-text names)"
+        )
+    if len(ids) < 1:
+        raise ValueError("No candidate is a Cell Ontology id, label or synonym.")
+    return ids, names, False
+
+
+@inject_docs()
+def annotate_clusters(
+    adata,
+    key: str = Key.CLUSTER,
+    candidates: Sequence[str] | Mapping[str, str] | None = None,
+    *,
+    within: str | Sequence[str] | None = None,
+    mod: str | None = None,
+    method: str = "markers",
+    sources: Sequence[str] | None = None,
+    species: str | None = None,
+    knowledge=None,
+    n_top: int = 3,
+    min_score: float = 0.25,
+    layer: str | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+    **similarity_kwargs,
+):
+    """Name clusters with Cell Ontology terms, from the expression of their marker genes.
+
+    Every candidate term is scored for every cluster from explicit knowledge, and each
+    suggestion comes with the evidence a biologist can check: the marker genes, how strongly
+    the cluster expresses them, and the statement that links each gene to the term.
+
+    1. **Markers** of each term (``sources``): those stated in the term's Cell Ontology name,
+       synonyms or definition ("CD14-positive monocyte", "expresses CD19", "is negative for
+       CD3", "secretes insulin"; antigen names resolved through the human alias table, e.g.
+       CD16 -> FCGR3A); genes whose NCBI summary names the term (weighted by how many terms
+       it names); and, if ``cellconsensus`` is installed (``pip install
+       "scllm-dsc[markers]"``), its consensus marker lists. Mouse genes are mapped to human
+       symbols through the ortholog table (else by upper case).
+    2. **Effects**: per cluster and gene, the difference of mean log-normalised expression
+       from all other cells over the pooled standard deviation.
+    3. **Score** of a term: the weighted mean effect of its positive markers (clipped at
+       [-1, 3], shrunk towards 0 for terms with few markers) minus that of its negative
+       markers, with the markers of its is_a ancestors (up to two steps, half weight per step)
+       propagated down to it.
+    4. **Hierarchy**: a term whose own markers do not support the cluster (own score below
+       ``min_score``) gives way to its best-supported ancestor among the candidates, so a
+       confident parent ("T cell") is preferred over a shaky child.
+    5. A cluster whose best term scores below ``min_score``, or has no marker with an
+       effect above 0.5, is named ``"unassigned"``.
+
+    Parameters
+    ----------
+    {adata}
+    key
+        Column of ``adata.obs`` with the cluster labels.
+    candidates
+        Your own candidates: a list of Cell Ontology ids, labels or synonyms (names that are
+        none of these are left out with a warning). ``None``: Cell Ontology terms (see
+        ``within``).
+    within
+        Subset of the Cell Ontology to draw candidates from: a preset (``"immune"``/
+        ``"blood"``, ``"pancreas"``, ``"brain"``), a CL id or label (the term and its
+        descendants), or a list of these. ``None``: all terms, narrowed from the data by a
+        first coarse pass (the broad lineages, e.g. hematopoietic, epithelial or neural
+        cell, that win at least one cluster).
+    {mod}
+    method
+        ``"markers"`` (this method) or ``"similarity"`` (the earlier text-embedding ranking;
+        needs :func:`~scllm_dsc.tl.embed_genes` first; its options go in
+        ``similarity_kwargs``: ``n_markers``, ``use_markers``, ``marker_weight``,
+        ``n_background``, ``relative``, ``de_method``, ``gene_key``, ``model``, ``device``,
+        ``random_state``).
+    sources
+        Marker sources among ``"CL"``, ``"gene text"`` and ``"cellconsensus"``; ``None`` uses
+        all that are available (``cellconsensus`` only when installed).
+    species
+        ``"human"`` or ``"mouse"``; ``None`` guesses from the gene names.
+    knowledge
+        Gene text table (or folder) for the alias table, gene full names and summaries, as
+        in :func:`~scllm_dsc.knowledge.get_knowledge`; ``None`` uses the default folder.
+    n_top
+        Suggestions kept per cluster.
+    min_score
+        Least score for a name (below: ``"unassigned"``) and for a term's own markers to
+        count as support.
+    {layer}
+    key_added
+        Defaults to ``f"{{key}}_annotation"``.
+    {copy}
+
+    Returns
+    -------
+    ``None``, or a copy of ``adata`` when ``copy=True``, with
+
+    - ``obs[key_added]``: each cell's cluster name (categorical; ``"unassigned"`` possible);
+    - ``uns[key_added]``: ``"ranking"`` (per cluster and rank: ``term_id``, ``name``,
+      ``score``, ``own_score``, ``n_support``, ``supporting_genes``, ``n_cells``),
+      ``"evidence"`` (per cluster, rank and gene: ``marker``, ``effect_size``,
+      ``log_fold_change``, ``pct_in``, ``pct_out``, ``weight``, ``source``, ``statement``),
+      ``"assigned"`` (the name given to each cluster) and ``"params"``.
+    """
+    from .._utils import resolve_adata
+
+    ad = resolve_adata(adata, mod)
+    if key not in ad.obs:
+        raise KeyError(
+            f"adata.obs[{key!r}] not found: run `sd.tl.cluster` first, or pass `key=` naming "
+            "an obs column of cluster labels."
+        )
+    if n_top < 1:
+        raise ValueError("`n_top` must be positive.")
+    key_added = key_added or f"{key}_annotation"
+    if method == "similarity":
+        opts = {"n_markers": 50, "use_markers": True, "marker_weight": 0.5,
+                "n_background": 200, "relative": True, "de_method": "wilcoxon",
+                "gene_key": Key.GENE_TEXT, "model": None, "device": None, "random_state": 0}
+        bad = set(similarity_kwargs) - set(opts)
+        if bad:
+            raise TypeError(f"Unexpected arguments {sorted(bad)}.")
+        opts.update(similarity_kwargs)
+        if candidates is not None and within is not None:
+            raise ValueError(
+                "Pass either `candidates` (your own list) or `within` (ontology subset)."
+            )
+        if opts["n_markers"] < 1:
+            raise ValueError("`n_top` and `n_markers` must be positive.")
+        if not 0.0 <= opts["marker_weight"] <= 1.0:
+            raise ValueError("`marker_weight` must lie in [0, 1].")
+        labels, result = _similarity_annotation(
+            ad, key, candidates, within=within, n_top=n_top, layer=layer, **opts
+        )
+    elif method == "markers":
+        if similarity_kwargs:
+            raise TypeError(
+                f"Unexpected arguments {sorted(similarity_kwargs)} (they belong to "
+                "method='similarity')."
+            )
+        if candidates is not None and within is not None:
+            raise ValueError("Pass either `candidates` (your own list) or `within`.")
+        from ..knowledge._cell_markers import consensus_available
+
+        if sources is None:
+            sources = [s for s in DEFAULT_SOURCES if s != "cellconsensus"
+                       or consensus_available()]
+        terms, names, narrow = _resolve_terms(candidates, within)
+        logg.info(f"scoring {len(terms)} Cell Ontology terms with markers from {list(sources)}")
+        labels, result = marker_annotation(
+            ad, key, terms=terms, names=names, sources=list(sources), species=species,
+            knowledge=knowledge, layer=layer, n_top=n_top, min_score=min_score,
+            min_own=min_score, narrow=narrow,
+        )
+        result["params"]["within"] = (
+            within if within is None or isinstance(within, str) else list(within)
+        )
+        result["params"] = {k: v for k, v in result["params"].items() if v is not None}
+    else:
+        raise ValueError(f"`method` must be 'markers' or 'similarity', not {method!r}.")
 
     if copy:
         adata = adata.copy()
-        ad = resolve_adata(adata, None)
+        ad = resolve_adata(adata, mod)
     ad.obs[key_added] = pd.Categorical(labels, categories=labels.categories)
     ad.uns[key_added] = result
     logg.info(
-        f"added\n    obs[{key_added!r}], top suggestion per cluster\n"
-        f"    uns[{key_added!r}], ranking table and scores"
+        f"added\n    obs[{key_added!r}], the name of each cell's cluster\n"
+        f"    uns[{key_added!r}], ranking and evidence per cluster"
     )
     return adata if copy else None
