@@ -70,11 +70,17 @@ def read_dataset(name: str):
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Point the package caches at a session folder unless the caller chose one."""
+    """Point the package caches at one folder per test session unless the caller chose one.
+
+    The folder is exported as ``SCLLM_DSC_CACHE`` too, so the demo and the tutorial kernels
+    share the text embeddings computed during this run, and nothing carries over between runs.
+    """
     from scllm_dsc import settings
 
     if "SCLLM_DSC_CACHE" not in os.environ:
-        settings.cache_dir = tmp_path_factory.mktemp("scllm_dsc_cache")
+        folder = tmp_path_factory.mktemp("scllm_dsc_cache")
+        settings.cache_dir = folder
+        os.environ["SCLLM_DSC_CACHE"] = str(folder)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     yield

@@ -119,29 +119,31 @@ def test_missing_semantic_without_knowledge_names_the_call(adata, tmp_path, monk
 
 def test_missing_semantic_is_computed_with_defaults(adata, tmp_path, monkeypatch):
     """With knowledge where the defaults look, the missing view is computed and written."""
-    import functools
-
     import scllm_dsc as sd
     from _tiny_models import tiny_bert
     from reliability._helpers import tiny_knowledge
 
-    bert = tiny_bert(tmp_path / "bert")
-    real = sd.tl.embed_genes
+    bert = str(tiny_bert(tmp_path / "bert"))
+    real_embed, real_sentences = sd.tl.embed_genes, sd.tl.cell_sentences
     calls = []
 
-    def embed(ad, *args, **kwargs):
-        calls.append(ad.n_obs)
-        return functools.partial(real, model=str(bert), species="human")(
-            ad, tiny_knowledge(ad.var_names), *args, **kwargs
-        )
+    def embed(ad):
+        calls.append("embed_genes")
+        real_embed(ad, tiny_knowledge(ad.var_names), model=bert, species="human")
+
+    def sentences(ad):
+        calls.append("cell_sentences")
+        real_sentences(ad, model=bert)
 
     monkeypatch.setattr(sd.tl, "embed_genes", embed)
+    monkeypatch.setattr(sd.tl, "cell_sentences", sentences)
     a = adata.copy()
-    del a.obsm["X_gene_text"]
+    del a.obsm["X_gene_text"], a.obsm["X_cell_sentence"]
     sd.tl.cluster(a, n_clusters=3, **FAST)
-    assert calls == [a.n_obs]
-    assert a.obsm["X_gene_text"].shape[0] == a.n_obs
-    np.testing.assert_allclose(np.linalg.norm(a.obsm["X_gene_text"], axis=1), 1, atol=1e-4)
+    assert calls == ["embed_genes", "cell_sentences"]
+    for key in ("X_gene_text", "X_cell_sentence"):
+        assert a.obsm[key].shape == (a.n_obs, 32)
+        np.testing.assert_allclose(np.linalg.norm(a.obsm[key], axis=1), 1, atol=1e-4)
     assert a.obs["scllm_dsc"].nunique() == 3
 
 

@@ -6,22 +6,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import synthetic
+from reliability._helpers import semantic_standin as _semantic_standin
 
 torch.set_num_threads(1)
-
-
-def _semantic_standin(adata, d=16, seed=0):
-    """Random projection of log-normalised expression (METHOD 9's control), L2-normalised."""
-    import scanpy as sc
-
-    b = adata.copy()
-    sc.pp.normalize_total(b, target_sum=1e4)
-    sc.pp.log1p(b)
-    R = np.random.default_rng(seed).normal(size=(adata.n_vars, d)).astype(np.float32)
-    Z = np.asarray(b.X @ R)
-    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
-    adata.obsm["X_gene_text"] = Z
-    adata.obsm["X_cell_sentence"] = np.roll(Z, 1, axis=1)
 
 
 @pytest.fixture(scope="module")

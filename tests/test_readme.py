@@ -46,7 +46,8 @@ def test_demo_runs_offline(genetext_dir, capsys):
     assert "all-MiniLM-L6-v2" in out
     pattern = r"ARI against obs\['bulk_labels'\] \(evaluation only\): ([0-9.-]+)"
     ari = float(re.search(pattern, out)[1])
-    assert ari > 0.3  # pbmc68k_reduced's labels are noisy; Leiden reaches about 0.5
+    # measured 0.517 (CPU, one thread, 2026-12); the margin covers other CPUs and BLAS builds
+    assert ari > 0.45
 
 
 def test_demo_without_knowledge_says_what_to_do(tmp_path, monkeypatch, capsys):

@@ -53,7 +53,7 @@ def test_gene_symbols_have_text_in_the_ncbi_table(human_table):
 
     table = pd.read_csv(human_table, sep="\t", usecols=["symbol", "text_source"])
     source = dict(zip(table["symbol"], table["text_source"], strict=True))
-    assert all(source.get(g) == "refseq_summary" for g in _SYMBOLS)
+    assert all(source.get(g) in ("refseq_summary", "go_annotations") for g in _SYMBOLS)
     assert len(sd.datasets.synthetic_counts(50, 480, 2).var_names) == 480
 
 
@@ -85,6 +85,7 @@ def test_planted_types_are_recovered_by_cluster():
     torch.set_num_threads(1)
     a = sd.datasets.synthetic_counts(300, 200, 3, random_state=0)
     semantic_standin(a)
-    sd.tl.cluster(a, n_clusters=3, random_state=0, **{**FAST, "max_epochs": 6})
+    fit = {**FAST, "max_epochs": 20, "n_pcs": 20, "model_kwargs": {"n_hidden": 32}}
+    sd.tl.cluster(a, n_clusters=3, random_state=0, **fit)
     ari = adjusted_rand_score(a.obs["cell_type"], a.obs["scllm_dsc"])
-    assert ari > 0.8, ari
+    assert ari > 0.9, ari  # measured: 1.0 (6 epochs: 0.43, so the bar catches undertraining)

@@ -214,4 +214,5 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation (:func:`sklearn.preprocessing.normalize`); zero rows stay zero."""
     from sklearn.preprocessing import normalize
 
-    return normalize(np.asarray(X))
+    X = np.asarray(X)
+    return normalize(X) if X.size else X.copy()  # sklearn rejects empty arrays

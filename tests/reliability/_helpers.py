@@ -121,11 +121,9 @@ def assert_only_added(before: dict, adata, **documented) -> None:
 def semantic_standin(adata, d: int = 16, seed: int = 0) -> None:
     """Stand-ins for both semantic paths: random projections of log-normalised expression
     (the control of section 9 of the method notes), L2-normalised."""
-    X = sparse.csr_matrix(adata.X, dtype=np.float64)
-    lib = np.asarray(X.sum(1)).ravel()
-    X = sparse.diags(np.divide(1e4, lib, out=np.zeros_like(lib), where=lib > 0)) @ X
-    X = sparse.csr_matrix(X)
-    X.data = np.log1p(X.data)
+    from scllm_dsc.tl._semantic import normalize_block  # scanpy's normalize_total + log1p
+
+    X = normalize_block(adata.X, is_counts=True)
     R = np.random.default_rng(seed).normal(size=(adata.n_vars, d))
     Z = np.asarray(X @ R, dtype=np.float32)
     Z /= np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)

@@ -35,8 +35,8 @@ torch.set_num_threads(1)
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def full():
-    """All 700 cells of PBMC68k (raw counts, CSR float32), first 300 genes."""
-    a = synthetic(400, 300)
+    """700 synthetic cells x 300 genes (raw counts, CSR float32)."""
+    a = synthetic(700, 300)
     del a.obs["cell_type"]
     return a
 

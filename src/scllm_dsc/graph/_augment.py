@@ -54,7 +54,8 @@ def ppr_propagate(
     :func:`~scllm_dsc.graph.normalized_adjacency`. The diffusion matrix is never formed: each
     application is ``n_iter`` sparse products, so memory stays linear in the number of cells.
     The output has the width of :func:`~scllm_dsc.graph.propagate`'s, so both views can share
-    one encoder.
+    one encoder. (Not :class:`torch_geometric.transforms.GDC`: it forms the diffusion matrix,
+    dense or top-k sparsified, which is what this avoids.)
 
     Parameters
     ----------

@@ -72,6 +72,12 @@ def propagate(
     Returns
     -------
     Cells x ``features * (n_hops + 1)`` float32 array. Memory is linear in the number of cells.
+
+    Notes
+    -----
+    Not :class:`torch_geometric.transforms.SIGN`: that one normalises without self-loops and
+    stores each hop on a ``Data`` object; here ``Â`` has self-loops (GCN normalisation, via
+    PyG's ``gcn_norm``) and the hops come back stacked, as the model registers them.
     """
     import torch
 

@@ -7,18 +7,22 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def _hidden(n_in: int, n_hidden: int, n_layers: int = 1) -> nn.Module:
+    """Linear -> LayerNorm -> ReLU blocks: :class:`scvi.nn.FCLayers` without dropout."""
+    from scvi.nn import FCLayers
+
+    return FCLayers(
+        n_in, n_hidden, n_layers=n_layers, n_hidden=n_hidden, dropout_rate=0.0,
+        use_batch_norm=False, use_layer_norm=True,
+    )
+
+
 class MLP(nn.Module):
-    """Linear -> LayerNorm -> ReLU blocks, then a linear output layer."""
+    """Linear -> LayerNorm -> ReLU blocks (:class:`scvi.nn.FCLayers`), then a linear output."""
 
     def __init__(self, n_in: int, n_out: int, n_hidden: int = 256, n_layers: int = 1):
         super().__init__()
-        layers: list[nn.Module] = []
-        d = n_in
-        for _ in range(n_layers):
-            layers += [nn.Linear(d, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU()]
-            d = n_hidden
-        layers.append(nn.Linear(d, n_out))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(_hidden(n_in, n_hidden, n_layers), nn.Linear(n_hidden, n_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -44,7 +48,7 @@ class NBDecoder(nn.Module):
 
     def __init__(self, n_latent: int, n_genes: int, n_hidden: int = 256):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(n_latent, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU())
+        self.body = _hidden(n_latent, n_hidden)
         self.scale = nn.Linear(n_hidden, n_genes)
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
 
