@@ -88,7 +88,12 @@ def texts_to_embed(tables: dict[str, pd.DataFrame], encoder) -> tuple[list[str],
     return texts, species
 
 
-def build_vectors(tables: dict[str, pd.DataFrame], scratch: Path) -> None:
+def build_vectors(tables: dict[str, pd.DataFrame], scratch: Path, embed: bool = True) -> None:
+    """Embed (or, with ``embed=False``, only collect) the chunks, then write the vectors.
+
+    Without ``embed`` the vectors of the chunks already in ``scratch`` are shipped, up to the
+    first missing chunk (a partial table: the other texts are embedded at run time).
+    """
     import torch
 
     from scllm_dsc.encoders import TextEncoder, default_vectors_spec
@@ -106,11 +111,15 @@ def build_vectors(tables: dict[str, pd.DataFrame], scratch: Path) -> None:
     parts = []
     for c in range(0, len(texts), CHUNK):
         f = scratch / f"chunk_{c:06d}.npy"
+        if not f.exists() and not embed:
+            print(f"  chunk {f.name} missing: shipping the first {c} of {len(texts)} texts")
+            break
         if not f.exists():
             np.save(f, encoder.encode(texts[c : c + CHUNK], show_progress=False))
             print(f"  {min(c + CHUNK, len(texts))}/{len(texts)} ({time.time() - t0:.0f} s)")
         parts.append(np.load(f))
     vectors = np.concatenate(parts).astype(np.float16)
+    texts, species = texts[: len(vectors)], species[: len(vectors)]
     # one symbol per text (for inspection; lookups go by the text's hash)
     symbol_of = {}
     for sp in ("mouse", "human"):
@@ -133,11 +142,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=ROOT.parent / "shared/data/genetext")
     parser.add_argument("--vectors", action="store_true", help="also embed the texts")
+    parser.add_argument(
+        "--collect-only", action="store_true",
+        help="with --vectors: ship the chunks already in --scratch, embed nothing",
+    )
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/scllm-dsc-vectors"))
     args = parser.parse_args()
     tables = build_tables(args.source)
     if args.vectors:
-        build_vectors(tables, args.scratch)
+        build_vectors(tables, args.scratch, embed=not args.collect_only)
     digest = hashlib.sha256()
     for f in sorted(OUT.iterdir()):
         digest.update(f.read_bytes())

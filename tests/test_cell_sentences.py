@@ -136,6 +136,13 @@ def test_embedding_with_tiny_model_chunks_long_sentences(bert_dir):
     b = toy()
     sd.tl.cell_sentences(b, n_genes=6, model=str(bert_dir), key_added="cs")
     np.testing.assert_array_equal(b.obsm["X_cs"], E)
+    assert p["quantize"] is False
+    # dynamic int8 on CPU: its own vectors, close to float32 ones, recorded in uns
+    q = toy()
+    sd.tl.cell_sentences(q, n_genes=6, model=str(bert_dir), key_added="cs", quantize=True)
+    Q = q.obsm["X_cs"]
+    assert q.uns["cs"]["params"]["quantize"] is True and not np.array_equal(Q, E)
+    assert (Q[[0, 2, 3]] * E[[0, 2, 3]]).sum(1).min() > 0.9
 
 
 @pytest.mark.slow

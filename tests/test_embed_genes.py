@@ -195,3 +195,50 @@ def test_real_zheng_subset_minilm(shared_datasets, human_table):
     acc = cross_val_score(KNeighborsClassifier(15, metric="cosine"), Z, y, cv=3).mean()
     majority = y.value_counts(normalize=True).iloc[0]
     assert acc > majority + 0.2, (acc, majority)
+
+
+def test_default_knowledge_offline(bert_dir, monkeypatch):
+    """No knowledge=, no SCLLM_DSC_DATA, no ../shared: the shipped tables are used and the
+    species is inferred (human symbols here; mouse-style symbols pick the mouse table)."""
+    from scllm_dsc._settings import bundled_knowledge_dir
+
+    monkeypatch.delenv("SCLLM_DSC_DATA", raising=False)
+    monkeypatch.setattr(sd.settings, "_knowledge_dir", None)
+    a = toy()
+    sd.tl.embed_genes(a, model=bert_dir)
+    p = a.uns[Key.GENE_TEXT]["params"]
+    assert p["species"] == "human"
+    assert p["knowledge"] == str(bundled_knowledge_dir() / "human_gene_text.tsv.gz")
+    found = a.var[Key.GENE_TEXT_FOUND]
+    assert found["CD3E"] and found["INS"] and found["PNRC2.1"] and not found["NOTEXT1"]
+    assert a.obsm[Key.X_GENE_TEXT].shape == (a.n_obs, 32)
+    m = toy()
+    m.var_names = [g.capitalize() if g != "NOTEXT1" else g for g in GENES]
+    sd.tl.embed_genes(m, model=bert_dir)
+    pm = m.uns[Key.GENE_TEXT]["params"]
+    assert pm["species"] == "mouse" and pm["knowledge"].endswith("mouse_gene_text.tsv.gz")
+    assert m.var[Key.GENE_TEXT_FOUND]["Cd3e"]
+
+
+@pytest.mark.slow
+def test_default_model_first_call_uses_shipped_vectors(monkeypatch, tmp_path):
+    """With the default model, genes with a summary come from the shipped vectors."""
+    from scllm_dsc.encoders import clear_encoders, get_encoder, shipped_vectors
+
+    table = shipped_vectors()
+    if table is None:
+        pytest.skip("no shipped vectors in this checkout")
+    monkeypatch.delenv("SCLLM_DSC_DATA", raising=False)
+    monkeypatch.setattr(sd.settings, "_knowledge_dir", None)
+    monkeypatch.setattr(sd.settings, "_cache_dir", tmp_path)  # empty cache
+    clear_encoders()
+    a = toy()
+    a.var_names = ["CD3E", "CD8A", "INS", "GCG", "RPL13", "NOTEXT1", "MS4A1", "LINC00115"]
+    sd.tl.embed_genes(a, species="human")
+    enc = get_encoder()
+    # LINC00115 has a name-only text: embedded on the fly; the rest are shipped
+    assert enc.stats["shipped"] == 6 and enc.stats["embedded"] == 1
+    G = a.varm[Key.GENE_TEXT]
+    np.testing.assert_allclose(np.linalg.norm(G[a.var[Key.GENE_TEXT_FOUND].to_numpy()], axis=1),
+                               1, atol=1e-3)
+    clear_encoders()

@@ -275,3 +275,106 @@ def test_unknown_model_offline_error(monkeypatch):
 def test_folder_without_config(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         TextEncoder(tmp_path)
+
+
+# -- cache key, shipped vectors, quantisation --------------------------------------------------
+def test_cache_key_holds_dtype_and_device(bert_dir, tmp_path):
+    """Vectors cached by one weight dtype / device type are never served to another."""
+    fp32 = TextEncoder(bert_dir, cache=tmp_path, dtype="float32")
+    X = fp32.encode(DEC_TEXTS[:2], show_progress=False)
+    assert fp32.stats == {"cached": 0, "shipped": 0, "embedded": 2}
+    again = TextEncoder(bert_dir, cache=tmp_path, dtype="float32")
+    np.testing.assert_array_equal(again.encode(DEC_TEXTS[:2], show_progress=False), X)
+    assert again.stats["cached"] == 2 and again.stats["embedded"] == 0
+    bf16 = TextEncoder(bert_dir, cache=tmp_path, dtype="bfloat16")
+    assert bf16._key_parts("trunc") != fp32._key_parts("trunc")
+    bf16.encode(DEC_TEXTS[:2], show_progress=False)
+    assert bf16.stats["cached"] == 0 and bf16.stats["embedded"] == 2
+    gpu = TextEncoder(bert_dir, cache=tmp_path, device="cuda", dtype="float32")
+    assert gpu._key_parts("trunc") != fp32._key_parts("trunc")  # device type is in the key
+    assert fp32.revision and len(fp32.revision) == 16
+
+
+def _ship(monkeypatch, tmp_path, spec, texts, vectors):
+    import json
+
+    from scllm_dsc.encoders import _precomputed
+
+    path = tmp_path / "vectors.npz"
+    np.savez(
+        path,
+        vectors=np.asarray(vectors, np.float16),
+        text_sha256=np.stack([np.frombuffer(_precomputed.text_sha256(t), np.uint8) for t in texts]),
+        symbol=np.array([t.split(":")[0] for t in texts]),
+        species=np.array(["human"] * len(texts)),
+        spec=np.array(json.dumps(spec)),
+    )
+    monkeypatch.setattr(_precomputed, "vectors_path", lambda: path)
+    _precomputed._LOADED.clear()
+    return path
+
+
+def test_shipped_vectors_used_only_for_the_same_encoder(bert_dir, tmp_path, monkeypatch):
+    from scllm_dsc.encoders import default_vectors_spec
+
+    ref = TextEncoder(bert_dir, cache=False)
+    spec = default_vectors_spec(ref)
+    assert spec == {"model": ref.name, "revision": ref.revision, "pooling": "mean",
+                    "max_length": 64, "dtype": "float32", "mode": "trunc"}
+    planted = np.zeros((1, 32), np.float32)
+    planted[0, 3] = 1.0
+    _ship(monkeypatch, tmp_path, spec, [DEC_TEXTS[0]], planted)
+    enc = TextEncoder(bert_dir, cache=False)
+    X = enc.encode(DEC_TEXTS[:2], show_progress=False)
+    np.testing.assert_array_equal(X[0], planted[0])  # served from the table
+    np.testing.assert_allclose(X[1], ref.encode(DEC_TEXTS[1:2], show_progress=False)[0], atol=1e-6)
+    assert enc.stats == {"cached": 0, "shipped": 1, "embedded": 1}
+    # a changed text is embedded, never served the stale vector
+    changed = enc.encode([DEC_TEXTS[0] + " gene"], show_progress=False)
+    assert not np.allclose(changed[0], planted[0])
+    # another context length, pooling, dtype, or quantised weights: the table is not used
+    for kwargs in ({"max_length": 32}, {"pooling": "cls"}, {"dtype": "bfloat16"},
+                   {"quantize": True}, {"precomputed": False}):
+        other = TextEncoder(bert_dir, cache=False, **kwargs)
+        other.encode(DEC_TEXTS[:1], show_progress=False)
+        assert other.stats["shipped"] == 0 and other.stats["embedded"] == 1, kwargs
+
+
+def test_quantize_cpu_only_close_to_fp32(bert_dir):
+    fp32 = TextEncoder(bert_dir, cache=False)
+    q = TextEncoder(bert_dir, cache=False, quantize=True)
+    A = fp32.encode(DEC_TEXTS, show_progress=False)
+    B = q.encode(DEC_TEXTS, show_progress=False)
+    assert B.shape == A.shape and not np.array_equal(A, B)
+    assert (A * B).sum(1).min() > 0.9
+    assert "qint8" in q._key_parts("trunc") and "qint8" not in fp32._key_parts("trunc")
+    with pytest.raises(ValueError, match="CPU"):
+        TextEncoder(bert_dir, device="cuda", quantize=True)
+
+
+@pytest.mark.slow
+def test_shipped_default_vectors_equal_on_the_fly():
+    """The vectors shipped for the default model equal fresh ones (cosine >= 0.999)."""
+    from scllm_dsc.encoders import shipped_vectors
+    from scllm_dsc.knowledge import get_knowledge
+
+    table = shipped_vectors()
+    if table is None:
+        pytest.skip("no shipped vectors in this checkout")
+    shipped = TextEncoder(cache=False)
+    assert shipped._shipped() is table, "the shipped spec must match the default encoder"
+    fresh = TextEncoder(cache=False, precomputed=False)
+    rng = np.random.default_rng(0)
+    texts = []
+    for species, n in (("human", 12), ("mouse", 8)):
+        pool = table.symbols[table.species == species]
+        if len(pool) < n:
+            continue
+        symbols = list(rng.choice(pool, n, replace=False))
+        found = get_knowledge(species=species).texts(symbols)
+        texts += [found[s] for s in symbols]
+    assert len(texts) >= 12
+    A = shipped.encode(texts, show_progress=False)
+    assert shipped.stats["shipped"] == len(texts) and shipped.stats["embedded"] == 0
+    B = fresh.encode(texts, show_progress=False)
+    assert (A * B).sum(1).min() >= 0.999

@@ -272,3 +272,53 @@ def test_infer_species_edge_cases():
         infer_species([])
     with pytest.raises(ValueError, match="Could not infer"):
         infer_species(["1", "2"])
+
+
+# -- the knowledge shipped in the package ------------------------------------------------------
+def test_default_knowledge_is_shipped(monkeypatch, tmp_path):
+    """No env var, no settings, no ../shared: the packaged tables answer."""
+    from scllm_dsc._settings import bundled_knowledge_dir
+
+    monkeypatch.delenv("SCLLM_DSC_DATA", raising=False)
+    monkeypatch.setattr(settings, "_knowledge_dir", None)
+    folder = bundled_knowledge_dir()
+    assert folder.parent.name == "knowledge" and "shared" not in folder.parts
+    assert settings.knowledge_dir == folder
+    human = get_knowledge(species="human")
+    assert isinstance(human, TableKnowledge) and human.path == folder / "human_gene_text.tsv.gz"
+    assert human.texts(["CD3E"])["CD3E"].startswith("CD3E: CD3 epsilon")
+    assert len(human) > 70_000 and human.aliases() and human.ensembl()
+    m = match_genes(["CD3E", "T3E", "ENSG00000198851.3"], human)
+    assert m.symbols == ["CD3E", "CD3E", "CD3E"]
+    mouse = get_knowledge(species="mouse")
+    assert mouse.path == folder / "mouse_gene_text.tsv.gz"
+    assert "Cd3e" in mouse.texts(["Cd3e"])
+    # overrides still win: the env var, then settings.knowledge_dir, then knowledge=
+    (tmp_path / "env").mkdir()
+    table = tmp_path / "env" / "human_gene_text.tsv.gz"
+    import pandas as pd
+
+    pd.DataFrame({"symbol": ["CD3E"], "text": ["CD3E: mine."]}).to_csv(table, sep="\t",
+                                                                        index=False)
+    monkeypatch.setenv("SCLLM_DSC_DATA", str(tmp_path / "env"))
+    assert get_knowledge(species="human").texts(["CD3E"]) == {"CD3E": "CD3E: mine."}
+    monkeypatch.setattr(settings, "_knowledge_dir", tmp_path)
+    with pytest.raises(FileNotFoundError, match="settings.knowledge_dir"):
+        get_knowledge(species="human")
+    assert get_knowledge(str(table)).texts(["CD3E"]) == {"CD3E": "CD3E: mine."}
+
+
+def test_shipped_tables_keep_the_columns_the_code_reads():
+    import pandas as pd
+
+    from scllm_dsc._settings import bundled_knowledge_dir
+
+    folder = bundled_knowledge_dir()
+    cols = {p.name: list(pd.read_csv(p, sep="\t", nrows=1).columns) for p in folder.glob("*.gz")}
+    assert {"symbol", "text", "full_name", "text_source", "gene_type"} <= set(
+        cols["human_gene_text.tsv.gz"])
+    assert {"symbol", "text", "full_name", "text_source", "human_ortholog"} <= set(
+        cols["mouse_gene_text.tsv.gz"])
+    assert cols["human_alias_to_symbol.tsv.gz"] == ["alias", "symbol", "ambiguous"]
+    assert cols["human_ensembl_to_symbol.tsv.gz"] == ["ensembl_id", "symbol"]
+    assert "human_symbol" in cols["human_mouse_orthologs.tsv.gz"]

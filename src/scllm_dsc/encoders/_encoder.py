@@ -116,6 +116,8 @@ class TextEncoder:
         self._precomputed_arg = bool(precomputed)
         self._precomputed = None  # resolved on first use: PrecomputedVectors or False
         self._revision: str | None = None
+        #: texts served so far from the disk cache, the shipped vectors, and the model
+        self.stats = {"cached": 0, "shipped": 0, "embedded": 0}
 
     # -- description --------------------------------------------------------------------
     @property
@@ -341,6 +343,7 @@ class TextEncoder:
         for k, t in zip(keys, texts, strict=True):
             if k not in found and k not in missing:
                 missing[k] = t
+        self.stats["cached"] += len(found)
         shipped = self._shipped() if (missing and mode == "trunc") else None
         if shipped is not None:
             miss_keys = list(missing)
@@ -348,12 +351,14 @@ class TextEncoder:
             for i, vec in hits.items():
                 found[miss_keys[i]] = vec / max(float(np.linalg.norm(vec)), 1e-12)
                 del missing[miss_keys[i]]
+            self.stats["shipped"] += len(hits)
             if hits:
                 logg.info(
                     f"{len(hits)} texts served from the shipped {self.name.split('/')[-1]} "
                     f"vectors; embedding {len(missing)}"
                 )
         if missing:
+            self.stats["embedded"] += len(missing)
             new = compute(list(missing.values()), show_progress)
             new = l2_normalize(new).astype(np.float32)
             if cache is not None:

@@ -76,6 +76,7 @@ class PrecomputedVectors:
             self.vectors = np.asarray(z["vectors"])
             keys = np.asarray(z["text_sha256"])
             self.symbols = np.asarray(z["symbol"])
+            self.species = np.asarray(z["species"])
         self._index = {bytes(k): i for i, k in enumerate(keys)}
 
     def __len__(self) -> int:
