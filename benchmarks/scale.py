@@ -130,7 +130,8 @@ def main(argv=None):
             stages = run_stages(adata, args.genetext_dir, args.sentence_cells,
                                 structural=args.structural)
         end = ("end to end", total)
-        if args.sentence_cells is not None and not args.structural:  # the sampled Path 2 pass is not part of the run
+        # the sampled Path 2 pass is not part of the run
+        if args.sentence_cells is not None and not args.structural:
             used = [p for name, p in stages if "cells/s" not in name and "within" not in name]
             end = ("end to end (Path 1 semantic view)",
                    type(total)(sum(p.seconds for p in used), max(p.peak_mb for p in used)))

@@ -628,7 +628,9 @@ class SCLLMDSC(BaseModelClass):
         # the initial partition is computed on at most `_INIT_MAX_CELLS` cells (only those
         # are embedded): enough to place the centres, and it keeps the cost bounded on
         # millions of cells
-        sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False)) if n > _INIT_MAX_CELLS else None
+        sub = None
+        if n > _INIT_MAX_CELLS:
+            sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False))
         zs = self.get_latent_representation(indices=sub)
         if self.n_clusters is None:
             labels = leiden_labels(zs, self.resolution, random_state=rs)
@@ -924,7 +926,9 @@ def _reference_of(adata: AnnData, setup_args: dict) -> dict | None:
     return cell_reference(genes, feats, adata.obsp[conn_key], adata.obs_names)
 
 
-def _saved_reference(dir_path: str, prefix: str | None = None) -> tuple[dict | None, dict, np.ndarray]:
+def _saved_reference(
+    dir_path: str, prefix: str | None = None
+) -> tuple[dict | None, dict, np.ndarray]:
     """``(reference_, setup_args, var_names)`` of a model saved in ``dir_path``."""
     import os
 
