@@ -9,6 +9,7 @@ assume cached gene embeddings); cell-sentence embeddings are computed, not cache
 Usage::
 
     python benchmarks/scale.py --cells 10000 100000 --threads 2 --sentence-cells 1000
+    python benchmarks/scale.py --cells 10000 100000 --threads 2 --structural
 """
 
 from __future__ import annotations
@@ -51,12 +52,24 @@ def resample(source, n_cells: int, random_state: int = 0, chunk: int = 50_000):
 
 
 def run_stages(adata, genetext: Path, sentence_cells: int | None, random_state: int = 0,
-               n_clusters: int = 4):
+               n_clusters: int = 4, structural: bool = False):
     """Time each stage; Path 2 on all cells or, with ``sentence_cells``, on a sample of them
-    (its throughput is then reported and the model uses Path 1 alone)."""
+    (its throughput is then reported and the model uses Path 1 alone). ``structural``: no
+    semantic view at all (graph, training and clustering only)."""
     import scllm_dsc as sd
 
     rows = []
+    if structural:
+        with measure() as p:
+            sd.tl.cluster(adata, n_clusters=n_clusters, random_state=random_state,
+                          use_semantic=False,
+                          train_kwargs={"enable_progress_bar": False,
+                                        "enable_model_summary": False})
+        rows.append(("sd.tl.cluster (structural view only)", p))
+        for stage, seconds in adata.uns["scllm_dsc"]["timings"].items():
+            rows.append((f"  within cluster: {stage}",
+                         type(p)(seconds=float(seconds), peak_mb=np.nan)))
+        return rows
     with measure() as p:
         sd.tl.embed_genes(adata, knowledge=genetext / "human_gene_text.tsv.gz")
     rows.append(("gene-text cell embedding (Path 1, cached gene vectors)", p))
@@ -88,6 +101,9 @@ def main(argv=None):
                         help="embed cell sentences of this many cells only and report their "
                              "throughput (the transformer pass dominates on CPU); the model "
                              "then uses Path 1 alone")
+    parser.add_argument("--structural", action="store_true",
+                        help="no semantic view: time graph, training and clustering only "
+                             "(no gene-text cache needed)")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.csv")
     args = parser.parse_args(argv)
 
@@ -101,7 +117,9 @@ def main(argv=None):
     # warm the gene-text cache (not timed: the targets assume cached gene embeddings)
     import scllm_dsc as sd
 
-    sd.tl.embed_genes(source[:50].copy(), knowledge=args.genetext_dir / "human_gene_text.tsv.gz")
+    if not args.structural:
+        sd.tl.embed_genes(source[:50].copy(),
+                          knowledge=args.genetext_dir / "human_gene_text.tsv.gz")
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -109,9 +127,11 @@ def main(argv=None):
     for n in sorted(args.cells):
         adata = resample(source, n)
         with measure() as total:
-            stages = run_stages(adata, args.genetext_dir, args.sentence_cells)
+            stages = run_stages(adata, args.genetext_dir, args.sentence_cells,
+                                structural=args.structural)
         end = ("end to end", total)
-        if args.sentence_cells is not None:  # the sampled Path 2 pass is not part of the run
+        # the sampled Path 2 pass is not part of the run
+        if args.sentence_cells is not None and not args.structural:
             used = [p for name, p in stages if "cells/s" not in name and "within" not in name]
             end = ("end to end (Path 1 semantic view)",
                    type(total)(sum(p.seconds for p in used), max(p.peak_mb for p in used)))

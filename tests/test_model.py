@@ -113,6 +113,50 @@ def test_target_refresh_schedule(adata, monkeypatch, update_interval, expected):
     assert calls == [True] * expected
 
 
+def test_default_steps():
+    """The 20-epoch floor is capped in steps: small data keeps whole epochs, large data a
+    fixed budget."""
+    from scllm_dsc.model import default_epochs, default_steps
+
+    assert default_steps(2140) == 8 * default_epochs(2140) == 600
+    assert default_steps(8684) == 33 * 20  # whole epochs below ~12,800 cells
+    assert default_steps(100_000) == default_steps(1_000_000) == 1000
+
+
+def test_step_budget_and_batch_target(adata, monkeypatch):
+    """``max_steps`` splits the steps between the phases (partial epochs allowed); the
+    per-batch target never runs a pass over all cells."""
+    import scllm_dsc as sd
+
+    a = adata.copy()
+    sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=300, n_pcs=20)
+    assert np.issubdtype(a.obsm["_scllm_dsc_nn_indices"].dtype, np.integer)
+    model = sd.model.SCLLMDSC(a, n_clusters=3, n_latent=8, n_hidden=32)
+
+    def no_full_pass():
+        raise AssertionError("the per-batch target must not refresh over all cells")
+
+    monkeypatch.setattr(model, "_refresh_target", no_full_pass)
+    steps = []
+    loss = model.module.loss
+
+    def counted(*args, **kwargs):
+        out = loss(*args, **kwargs)
+        if model.module.training:
+            steps.append((model.module.clustering, float(out.extra_metrics["kl"])))
+        return out
+
+    monkeypatch.setattr(model.module, "loss", counted)
+    model.train(max_steps=7, batch_size=64, target_update="batch", random_state=0,
+                enable_progress_bar=False)
+    assert [c for c, _ in steps] == [False] * 3 + [True] * 4  # 400 cells: 6 steps an epoch
+    assert all(kl > 0 for c, kl in steps if c)  # the clustering loss had a target
+    labels = model.predict()
+    assert labels.shape == (a.n_obs,) and labels.max() < 3
+    with pytest.raises(ValueError, match="target_update"):
+        model.train(max_steps=2, target_update="never")
+
+
 def test_setup_registers_sparse_graph(trained):
     from scipy import sparse
 

@@ -183,7 +183,7 @@ SETUP_OUT = dict(  # SCLLMDSC.setup_anndata: the graph, private registered array
     obs=["_indices"],
     obsm=["_scllm_dsc_features", "_scllm_dsc_nn_indices", "_scllm_dsc_nn_weights"],
     obsp=["scllm_dsc_connectivities", "scllm_dsc_distances"],
-    uns=["scllm_dsc_neighbors", "_scvi_uuid", "_scvi_manager_uuid"],
+    uns=["scllm_dsc_neighbors", "_scllm_dsc_reference", "_scvi_uuid", "_scvi_manager_uuid"],
 )
 
 

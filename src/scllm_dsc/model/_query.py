@@ -48,8 +48,19 @@ def gene_reference(
     }
 
 
-def cell_reference(genes: dict, features: np.ndarray, connectivities) -> dict:
-    """The reference cells' side: their hops ``0 .. n_hops - 1`` and graph degrees."""
+def cells_fingerprint(obs_names) -> str:
+    """A hash of the cell names in order (tells the training cells from new cells)."""
+    import hashlib
+
+    names = "\n".join(map(str, obs_names))
+    return hashlib.sha1(f"{len(obs_names)}\n{names}".encode()).hexdigest()
+
+
+def cell_reference(
+    genes: dict, features: np.ndarray, connectivities, obs_names=None
+) -> dict:
+    """The reference cells' side: their hops ``0 .. n_hops - 1``, graph degrees and the
+    fingerprint of their names."""
     n_pcs = genes["loadings"].shape[1]
     C = sparse.csr_matrix(connectivities)
     C = C - sparse.diags(C.diagonal())
@@ -58,6 +69,7 @@ def cell_reference(genes: dict, features: np.ndarray, connectivities) -> dict:
         **genes,
         "hops": features[:, : n_pcs * genes["n_hops"]],  # a view: no copy in memory
         "degree": degree.astype(np.float32),
+        "cells": None if obs_names is None else cells_fingerprint(obs_names),
     }
 
 

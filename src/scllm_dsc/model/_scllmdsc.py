@@ -21,7 +21,7 @@ from .._constants import Key
 from .._utils import get_matrix, to_csr
 from ..module import TENSOR_KEYS, SCLLMDSCModule
 from ._progress import quiet_training, trainer_progress_kwargs
-from ._query import cell_reference, gene_reference, map_cells
+from ._query import cell_reference, cells_fingerprint, gene_reference, map_cells
 from ._trainingplan import SCLLMDSCTrainingPlan
 
 if TYPE_CHECKING:
@@ -326,7 +326,9 @@ class SCLLMDSC(BaseModelClass):
         ``adata.obsp[f"{graph_key}_connectivities"]`` / ``_distances`` and
         ``adata.uns[f"{graph_key}_neighbors"]``. Graph-propagated features and a fixed-width
         neighbour table are stored in private ``adata.obsm`` keys (``_scllm_dsc_*``) and
-        registered.
+        registered. What maps new cells into the same PCA (highly variable genes, centre,
+        loadings, scale) is stored in ``adata.uns["_scllm_dsc_reference"]`` and kept with the
+        trained model (see :meth:`prepare_query_anndata`).
 
         Parameters
         ----------
@@ -635,7 +637,9 @@ class SCLLMDSC(BaseModelClass):
         # the initial partition is computed on at most `_INIT_MAX_CELLS` cells (only those
         # are embedded): enough to place the centres, and it keeps the cost bounded on
         # millions of cells
-        sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False)) if n > _INIT_MAX_CELLS else None
+        sub = None
+        if n > _INIT_MAX_CELLS:
+            sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False))
         zs = self.get_latent_representation(indices=sub)
         if self.n_clusters is None:
             labels = leiden_labels(zs, self.resolution, random_state=rs)
@@ -865,13 +869,17 @@ class SCLLMDSC(BaseModelClass):
         """Load a saved model; new cells given as ``adata`` are mapped onto its reference.
 
         As :meth:`scvi.model.base.BaseModelClass.load`. An ``adata`` that was not set up
-        for this model (no propagated features) is taken to hold new cells: it is mapped
-        with :meth:`prepare_query_anndata` and the loaded model works on the mapped copy
-        (``model.adata``; rows in the order of ``adata``), so
-        ``get_latent_representation()`` and ``predict()`` embed and assign the new cells.
+        for this model (no propagated features) and does not hold the training cells (the
+        same ``obs_names`` in the same order, which are set up again as in training) is
+        taken to hold new cells: it is mapped with :meth:`prepare_query_anndata` and the
+        loaded model works on the mapped copy (``model.adata``; rows in the order of
+        ``adata``), so ``get_latent_representation()`` and ``predict()`` embed and assign
+        the new cells.
         """
-        if _needs_mapping(adata):
-            adata = cls.prepare_query_anndata(adata, dir_path, prefix=prefix)
+        if adata is not None and adata is not False and _FEATURES not in adata.obsm:
+            ref = _saved_reference(str(dir_path), prefix)[0]
+            if _needs_mapping(adata, ref):
+                adata = cls.prepare_query_anndata(adata, dir_path, prefix=prefix)
         return super().load(
             dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix,
             **kwargs,
@@ -895,9 +903,11 @@ class SCLLMDSC(BaseModelClass):
         if not isinstance(reference_model, SCLLMDSC):
             return cls.load(str(reference_model), adata=adata)
         reference_model._check_if_trained(warn=False)
-        query = cls.prepare_query_anndata(adata, reference_model) if _needs_mapping(
-            adata
-        ) else adata
+        query = (
+            cls.prepare_query_anndata(adata, reference_model)
+            if not adata.uns.get(_QUERY, False)
+            else adata
+        )
         registry = reference_model.adata_manager.registry
         cls.setup_anndata(query, source_registry=registry, **registry.get("setup_args", {}))
         params = reference_model.init_params_
@@ -922,10 +932,12 @@ def _reference_of(adata: AnnData, setup_args: dict) -> dict | None:
     feats = np.asarray(adata.obsm[_FEATURES])
     if feats.shape[1] != genes["loadings"].shape[1] * (int(genes["n_hops"]) + 1):
         return None  # the stored features were not built from this reference
-    return cell_reference(genes, feats, adata.obsp[conn_key])
+    return cell_reference(genes, feats, adata.obsp[conn_key], adata.obs_names)
 
 
-def _saved_reference(dir_path: str, prefix: str | None = None) -> tuple[dict | None, dict, np.ndarray]:
+def _saved_reference(
+    dir_path: str, prefix: str | None = None
+) -> tuple[dict | None, dict, np.ndarray]:
     """``(reference_, setup_args, var_names)`` of a model saved in ``dir_path``."""
     import os
 
@@ -941,9 +953,13 @@ def _saved_reference(dir_path: str, prefix: str | None = None) -> tuple[dict | N
     )
 
 
-def _needs_mapping(adata) -> bool:
-    """Whether ``adata`` holds new cells not yet prepared (neither set up nor mapped)."""
-    return adata is not None and adata is not False and _FEATURES not in adata.obsm
+def _needs_mapping(adata, reference: dict | None) -> bool:
+    """Whether ``adata`` holds new cells not yet prepared: neither set up nor mapped, and
+    not the training cells (those are set up again as in training)."""
+    if adata is None or adata is False or _FEATURES in adata.obsm:
+        return False
+    trained_on = (reference or {}).get("cells")
+    return reference is not None and trained_on != cells_fingerprint(adata.obs_names)
 
 
 def _gene_graph_inputs(adata: AnnData, use_text: bool) -> dict:
