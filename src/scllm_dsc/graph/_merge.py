@@ -23,18 +23,23 @@ def _cluster_sums(X, labels: np.ndarray, k: int):
         (np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels))
     )
     X2 = X.multiply(X) if sparse.issparse(X) else np.asarray(X) ** 2
-    s1, s2 = (np.asarray(sparse.csr_matrix(ind @ M).toarray() if sparse.issparse(M) else ind @ M,
-                         dtype=np.float64) for M in (X, X2))
-    return np.bincount(labels, minlength=k).astype(np.float64), s1, s2
+    X0 = (X != 0).astype(np.float64)
+    s1, s2, s0 = (np.asarray(sparse.csr_matrix(ind @ M).toarray() if sparse.issparse(M)
+                             else ind @ M, dtype=np.float64) for M in (X, X2, X0))
+    return np.bincount(labels, minlength=k).astype(np.float64), s1, s2, s0
 
 
-def _n_markers(n, s1, s2, i: int, j: int, min_lfc: float, min_t: float) -> int:
+def _n_markers(n, s1, s2, s0, i: int, j: int, min_lfc: float, min_t: float,
+               min_pct: float = 0.0) -> int:
     mi, mj = s1[i] / n[i], s1[j] / n[j]
     vi = np.maximum(s2[i] / n[i] - mi**2, 0) * n[i] / max(n[i] - 1, 1)
     vj = np.maximum(s2[j] / n[j] - mj**2, 0) * n[j] / max(n[j] - 1, 1)
     d = mi - mj
     t = np.abs(d) / np.sqrt(vi / n[i] + vj / n[j] + 1e-12)
-    return int(((np.abs(d) >= min_lfc) & (t >= min_t)).sum())
+    ok = (np.abs(d) >= min_lfc) & (t >= min_t)
+    if min_pct > 0:
+        ok &= np.abs(s0[i] / n[i] - s0[j] / n[j]) >= min_pct
+    return int(ok.sum())
 
 
 def merge_clusters(
@@ -46,7 +51,9 @@ def merge_clusters(
     min_markers: int = 10,
     min_lfc: float = 1.0,
     min_t: float = 5.0,
+    min_pct: float = 0.0,
     n_candidates: int = 3,
+    order: str = "connectivity",
     return_history: bool = False,
 ):
     """Merge the clusters of ``labels`` greedily on the cell graph.
@@ -78,7 +85,7 @@ def merge_clusters(
     _, labels = np.unique(labels, return_inverse=True)
     k = int(labels.max()) + 1
     X = sparse.csr_matrix(X) if sparse.issparse(X) else np.asarray(X)
-    n, s1, s2 = _cluster_sums(X, labels, k)
+    n, s1, s2, s0 = _cluster_sums(X, labels, k)
     W = sparse.csr_matrix(connectivities)
     ind = sparse.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))),
                             shape=(k, len(labels)))
@@ -103,17 +110,18 @@ def merge_clusters(
         best, best_key = None, None
         for i, j in pairs:
             if (i, j) not in cache:
-                cache[(i, j)] = _n_markers(n, s1, s2, i, j, min_lfc, min_t)
-            key = (cache[(i, j)], -C[i, j] / np.sqrt(C[i].sum() * C[j].sum() + 1e-12))
+                cache[(i, j)] = _n_markers(n, s1, s2, s0, i, j, min_lfc, min_t, min_pct)
+            conn = -C[i, j] / np.sqrt(C[i].sum() * C[j].sum() + 1e-12)
+            key = (cache[(i, j)], conn) if order == "markers" else (
+                int(cache[(i, j)] >= min_markers), conn)
             if best_key is None or key < best_key:
                 best, best_key = (i, j), key
-        if n_clusters is None and best_key[0] >= min_markers:
+        if n_clusters is None and cache[best] >= min_markers:
             break
         i, j = best
-        history.append((int(alive.sum()), int(best_key[0])))
-        n[i] += n[j]
-        s1[i] += s1[j]
-        s2[i] += s2[j]
+        history.append((int(alive.sum()), int(cache[best])))
+        for a in (n, s1, s2, s0):
+            a[i] += a[j]
         C[i] += C[j]
         C[:, i] += C[:, j]
         C[j] = 0
@@ -128,3 +136,56 @@ def merge_clusters(
     rank[np.argsort(-sizes, kind="stable")] = np.arange(len(sizes))
     out = rank[out]
     return (out, history) if return_history else out
+
+
+def log_normalize(X, target_sum: float = 1e4):
+    """``log1p`` of counts scaled to ``target_sum`` per cell (sparse stays sparse)."""
+    X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(
+        X, dtype=np.float32)
+    tot = np.asarray(X.sum(1)).ravel()
+    scale = np.divide(target_sum, tot, out=np.zeros_like(tot), where=tot > 0)
+    if sparse.issparse(X):
+        X = sparse.csr_matrix(sparse.diags(scale) @ X)
+        X.data = np.log1p(X.data)
+        return X
+    return np.log1p(X * scale[:, None])
+
+
+def overcluster_merge(
+    z: np.ndarray,
+    X,
+    n_clusters: int | None = None,
+    *,
+    over: float = 3.0,
+    resolution: float = 3.0,
+    n_neighbors: int = 15,
+    random_state: int = 0,
+    **merge_kwargs,
+) -> np.ndarray:
+    """Leiden over-clustering of the rows of ``z`` merged by :func:`merge_clusters`.
+
+    Parameters
+    ----------
+    z
+        Cells x dimensions embedding; the kNN graph (``n_neighbors``) is built on it.
+    X
+        Cells x genes counts (log-normalised here) for the marker counts.
+    n_clusters
+        Target number of clusters: the over-clustering has about ``over * n_clusters``
+        clusters (Leiden resolution bisected). ``None``: Leiden at ``resolution``, merged
+        until every joined pair is told apart by markers.
+    **merge_kwargs
+        Passed to :func:`merge_clusters`.
+    """
+    from ._leiden import _graph, _run, leiden_n_clusters
+
+    tmp = _graph(z, n_neighbors, random_state)
+    if n_clusters is None:
+        start = _run(tmp, resolution, random_state)
+    else:
+        start = leiden_n_clusters(z, max(int(round(over * n_clusters)), n_clusters),
+                                  n_neighbors=n_neighbors, random_state=random_state)
+        if int(start.max()) + 1 < n_clusters:  # too few clusters at any resolution
+            return start
+    return merge_clusters(start, tmp.obsp["connectivities"], log_normalize(X), n_clusters,
+                          **merge_kwargs)

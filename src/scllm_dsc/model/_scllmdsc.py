@@ -205,15 +205,15 @@ class SCLLMDSC(BaseModelClass):
         path_weight: float = 0.5,
         target: Literal["sinkhorn", "dec"] = "sinkhorn",
         resolution: float = 1.0,
-        init: Literal["kmeans", "leiden"] = "kmeans",
+        init: Literal["kmeans", "leiden", "merge"] = "kmeans",
         gene_text_init: bool = True,
         **module_kwargs,
     ):
         super().__init__(adata)
         if n_clusters is not None and int(n_clusters) < 2:
             raise ValueError(f"`n_clusters` must be >= 2 or None, got {n_clusters}.")
-        if init not in ("kmeans", "leiden"):
-            raise ValueError(f"`init` must be 'kmeans' or 'leiden', got {init!r}.")
+        if init not in ("kmeans", "leiden", "merge"):
+            raise ValueError(f"`init` must be 'kmeans', 'leiden' or 'merge', got {init!r}.")
         n_cells = self.summary_stats.n_cells
         if n_clusters is not None and int(n_clusters) >= n_cells:
             raise ValueError(
@@ -538,19 +538,25 @@ class SCLLMDSC(BaseModelClass):
             z
         ) > _INIT_MAX_CELLS else slice(None)
         zs = z[sub]
-        if self.n_clusters is None:
+        if self.init == "merge":
+            from ..graph._merge import overcluster_merge
+
+            counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            counts = counts[sub] if isinstance(sub, np.ndarray) else counts
+            labels = overcluster_merge(zs, counts, self.n_clusters, random_state=rs)
+        elif self.n_clusters is None:
             labels = leiden_labels(zs, self.resolution, random_state=rs)
-            if int(labels.max()) + 1 < 2:
-                raise RuntimeError(
-                    "Leiden found a single cluster on the pre-trained latent; increase "
-                    "`resolution` or pass `n_clusters`."
-                )
         elif self.init == "kmeans":
             from sklearn.cluster import KMeans
 
             labels = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=rs).fit_predict(zs)
         else:
             labels = leiden_n_clusters(zs, self.n_clusters, random_state=rs)
+        if self.n_clusters is None and int(labels.max()) + 1 < 2:
+            raise RuntimeError(
+                "Leiden found a single cluster on the pre-trained latent; increase "
+                "`resolution` or pass `n_clusters`."
+            )
         k = int(labels.max()) + 1
         centers = np.stack([zs[labels == j].mean(0) for j in range(k)])
         if self.n_clusters is None:
