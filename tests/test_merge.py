@@ -67,3 +67,35 @@ def test_merge_clusters_history_and_markers(planted):
     assert all(h[1] < 10 for h in hist)
     out1 = merge_clusters(start, W, log_normalize(X), 1)
     assert (out1 == 0).all()
+
+
+@pytest.mark.parametrize("n_clusters", [None, 3])
+def test_model_merge_init(planted, n_clusters):
+    import anndata as ad
+
+    import scllm_dsc as sd
+
+    X, _, y = planted
+    a = ad.AnnData(X)
+    a.var_names = [f"g{i}" for i in range(a.n_vars)]
+    sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=150, n_pcs=10)
+    model = sd.model.SCLLMDSC(a, n_clusters=n_clusters, n_latent=8, n_hidden=32, init="merge")
+    model.train(max_epochs=3, batch_size=200, random_state=0, enable_progress_bar=False)
+    k = model.n_clusters
+    assert model.predict(soft=True).shape == (a.n_obs, k)
+    if n_clusters is not None:
+        assert k == n_clusters
+    else:
+        assert 2 <= k <= 6
+    assert adjusted_rand_score(y, model.predict()) >= 0.8
+
+
+def test_model_rejects_unknown_init(planted):
+    import anndata as ad
+
+    import scllm_dsc as sd
+
+    a = ad.AnnData(planted[0])
+    sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=150, n_pcs=10)
+    with pytest.raises(ValueError, match="merge"):
+        sd.model.SCLLMDSC(a, n_clusters=3, init="spectral")

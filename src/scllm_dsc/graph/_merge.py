@@ -138,11 +138,15 @@ def merge_clusters(
     return (out, history) if return_history else out
 
 
-def log_normalize(X, target_sum: float = 1e4):
-    """``log1p`` of counts scaled to ``target_sum`` per cell (sparse stays sparse)."""
+def log_normalize(X, target_sum: float | None = None):
+    """``log1p`` of counts scaled to ``target_sum`` per cell (``None``: the median total, as
+    ``sc.pp.normalize_total``; this keeps the marker threshold independent of how many genes
+    ``X`` holds). Sparse stays sparse."""
     X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(
         X, dtype=np.float32)
     tot = np.asarray(X.sum(1)).ravel()
+    if target_sum is None:
+        target_sum = float(np.median(tot[tot > 0])) if (tot > 0).any() else 1.0
     scale = np.divide(target_sum, tot, out=np.zeros_like(tot), where=tot > 0)
     if sparse.issparse(X):
         X = sparse.csr_matrix(sparse.diags(scale) @ X)

@@ -152,16 +152,12 @@ class SCLLMDSC(BaseModelClass):
         fused latent (at ``resolution``).
     n_latent
         Width of the structural latent and the shared projection space. The default, 16, is
-        the paper backbone's width. With the structural view alone on Baron pancreas
-        (seeds 0 and 1), the labels scored 0.601 mean ARI at 8, 0.629 at 16, 0.583 at 32 and
-        0.560 at 64 (see the benchmarks page).
+        the paper backbone's width (measurements: the benchmarks page).
     n_hidden
         Hidden width of encoder and decoder.
     semantic_weight
         Weight of the semantic head in the fused latent (ignored without semantic view): the
-        share of squared distances it contributes. At ``n_latent=16`` (seeds 0 and 1), 0.15
-        scored 0.607 mean ARI on Baron pancreas and 0.759 on Zheng sorted PBMC; 0.3 scored
-        0.590 and 0.753.
+        share of squared distances it contributes (measurements: the benchmarks page).
     path_weight
         Weight of Path 1 in ``Z_text = w z1 + (1 - w) z2``.
     target
@@ -169,11 +165,15 @@ class SCLLMDSC(BaseModelClass):
     resolution
         Leiden resolution used when ``n_clusters`` is ``None``.
     init
-        How the cluster centres are initialised from the pre-trained fused latent when
-        ``n_clusters`` is given: ``"kmeans"`` (default) or ``"leiden"`` (resolution bisected
-        to ``n_clusters``). Computed on at most 50,000 sampled cells. Over 3 seeds, Leiden
-        scored 0.744 mean ARI on Zheng sorted PBMC (k-means 0.764) and 0.571 on Baron
-        pancreas (k-means 0.566); see the benchmarks page.
+        How the cluster centres are initialised from the pre-trained fused latent:
+        ``"kmeans"`` (default) or ``"leiden"`` (resolution bisected to ``n_clusters``), both
+        with ``n_clusters`` given (``None``: Leiden at ``resolution``); or ``"merge"``: a
+        Leiden over-clustering merged to ``n_clusters`` on the latent's kNN graph by
+        :func:`~scllm_dsc.graph.overcluster_merge` (most connected pair first, pairs that
+        marker genes of the registered counts tell apart last), and with
+        ``n_clusters=None`` merged until every connected pair has markers, which sets the
+        number of clusters. Computed on at most 50,000 sampled cells. Measurements: the
+        benchmarks page.
     gene_text_init
         With a gene graph (``setup_anndata(gene_graph=True)``): append the genes' text
         embeddings (``adata.varm["gene_text"]``, when present) to their expression profiles
@@ -439,9 +439,8 @@ class SCLLMDSC(BaseModelClass):
             Cells per mini-batch; ``None`` trains full-batch (small data only).
         update_interval
             The clustering target is recomputed over all cells every ``update_interval``
-            epochs of the joint phase (an inference pass over the cells). Every epoch (1,
-            the default) against every 5th: mean ARI over seeds 0-2 on Zheng sorted PBMC
-            0.780 vs 0.763, Baron human 0.615 vs 0.608, Kang PBMC 0.988 vs 0.987.
+            epochs of the joint phase (an inference pass over the cells); measurements of 1
+            (the default) against 5 are on the benchmarks page.
         random_state
             Seed of torch, numpy and the centre initialisation during training. The initial
             weights are drawn when the model is created: for identical results set
