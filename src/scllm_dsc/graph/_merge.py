@@ -54,6 +54,7 @@ def merge_clusters(
     min_pct: float = 0.0,
     n_candidates: int = 3,
     order: str = "connectivity",
+    min_clusters: int = 1,
     return_history: bool = False,
 ):
     """Merge the clusters of ``labels`` greedily on the cell graph.
@@ -71,6 +72,12 @@ def merge_clusters(
         has at least ``min_markers`` markers.
     min_markers, min_lfc, min_t
         The stopping rule and the marker definition (see the module docstring).
+    order
+        ``"connectivity"``: the most connected candidate pair with fewer than
+        ``min_markers`` markers first (then the rest, most connected first); ``"markers"``:
+        the candidate pair with the fewest markers first.
+    min_clusters
+        With ``n_clusters=None``: never merge below this many clusters.
     n_candidates
         Pairs considered: each cluster with its ``n_candidates`` most connected clusters
         (inter-cluster edge weight / sqrt of the product of the clusters' volumes).
@@ -94,7 +101,7 @@ def merge_clusters(
     alive = np.ones(k, dtype=bool)
     cache: dict[tuple[int, int], int] = {}
     history = []
-    target = 1 if n_clusters is None else int(n_clusters)
+    target = max(int(min_clusters), 1) if n_clusters is None else int(n_clusters)
     while alive.sum() > target:
         idx = np.flatnonzero(alive)
         vol = C[idx].sum(1)
@@ -177,7 +184,8 @@ def overcluster_merge(
     n_clusters
         Target number of clusters: the over-clustering has about ``over * n_clusters``
         clusters (Leiden resolution bisected). ``None``: Leiden at ``resolution``, merged
-        until every joined pair is told apart by markers.
+        until every joined pair is told apart by markers, but not below two clusters
+        (``min_clusters``).
     **merge_kwargs
         Passed to :func:`merge_clusters`.
     """
@@ -191,5 +199,6 @@ def overcluster_merge(
                                   n_neighbors=n_neighbors, random_state=random_state)
         if int(start.max()) + 1 < n_clusters:  # too few clusters at any resolution
             return start
+    merge_kwargs.setdefault("min_clusters", 2)
     return merge_clusters(start, tmp.obsp["connectivities"], log_normalize(X), n_clusters,
                           **merge_kwargs)

@@ -148,8 +148,10 @@ class SCLLMDSC(BaseModelClass):
     adata
         AnnData registered with :meth:`setup_anndata`.
     n_clusters
-        Number of clusters. ``None`` estimates it label-free with Leiden on the pre-trained
-        fused latent (at ``resolution``).
+        Number of clusters. ``None`` estimates it label-free on the pre-trained fused latent:
+        a Leiden over-clustering merged until marker genes tell every pair of connected
+        clusters apart (:func:`~scllm_dsc.graph.overcluster_merge`); with ``init="leiden"``,
+        Leiden at ``resolution``.
     n_latent
         Width of the structural latent and the shared projection space. The default, 16, is
         the paper backbone's width (measurements: the benchmarks page).
@@ -163,16 +165,17 @@ class SCLLMDSC(BaseModelClass):
     target
         Clustering target: ``"sinkhorn"`` (optimal transport on Q^5, default) or ``"dec"``.
     resolution
-        Leiden resolution used when ``n_clusters`` is ``None``.
+        Leiden resolution used when ``n_clusters`` is ``None`` and ``init="leiden"``.
     init
         How the cluster centres are initialised from the pre-trained fused latent:
-        ``"kmeans"`` (default) or ``"leiden"`` (resolution bisected to ``n_clusters``), both
-        with ``n_clusters`` given (``None``: Leiden at ``resolution``); or ``"merge"``: a
+        ``"kmeans"`` (default) or ``"leiden"`` (resolution bisected to ``n_clusters``; with
+        ``n_clusters=None``: Leiden at ``resolution``); or ``"merge"``: a
         Leiden over-clustering merged to ``n_clusters`` on the latent's kNN graph by
         :func:`~scllm_dsc.graph.overcluster_merge` (most connected pair first, pairs that
         marker genes of the registered counts tell apart last), and with
         ``n_clusters=None`` merged until every connected pair has markers, which sets the
-        number of clusters. Computed on at most 50,000 sampled cells. Measurements: the
+        number of clusters (also what the default does with ``n_clusters=None``). Computed
+        on at most 50,000 sampled cells. Measurements: the
         benchmarks page.
     gene_text_init
         With a gene graph (``setup_anndata(gene_graph=True)``): append the genes' text
@@ -537,7 +540,7 @@ class SCLLMDSC(BaseModelClass):
             z
         ) > _INIT_MAX_CELLS else slice(None)
         zs = z[sub]
-        if self.init == "merge":
+        if self.init == "merge" or (self.n_clusters is None and self.init == "kmeans"):
             from ..graph._merge import overcluster_merge
 
             counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
@@ -553,8 +556,8 @@ class SCLLMDSC(BaseModelClass):
             labels = leiden_n_clusters(zs, self.n_clusters, random_state=rs)
         if self.n_clusters is None and int(labels.max()) + 1 < 2:
             raise RuntimeError(
-                "Leiden found a single cluster on the pre-trained latent; increase "
-                "`resolution` or pass `n_clusters`."
+                "The initial partition of the pre-trained latent has a single cluster; pass "
+                "`n_clusters` (or `init='leiden'` with a higher `resolution`)."
             )
         k = int(labels.max()) + 1
         centers = np.stack([zs[labels == j].mean(0) for j in range(k)])
