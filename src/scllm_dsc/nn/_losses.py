@@ -85,8 +85,10 @@ def _mixture_proportions(
         log_r = log_r - torch.logsumexp(log_r, dim=1, keepdim=True)
         pi = torch.exp(torch.logsumexp(log_r, dim=0) - math.log(n))
         if floor > 0:
-            low = pi < floor  # floored entries are set to the floor, the rest share the remainder
-            pi = torch.where(low, pi.new_tensor(floor), pi * (1 - floor * low.sum()) / pi[~low].sum())
+            # floored entries are set to the floor, the others share the remainder
+            low = pi < floor
+            rest = pi * (1 - floor * low.sum()) / pi[~low].sum()
+            pi = torch.where(low, pi.new_tensor(floor), rest)
         log_pi = torch.log(pi / pi.sum())
     return torch.exp(log_pi)
 
