@@ -1,14 +1,16 @@
 """Over-cluster, then merge: a partition that does not split large types, at a given or an
 estimated number of clusters.
 
-A Leiden over-clustering of the cell graph is merged greedily. Among pairs of clusters that
-are joined in the graph, the pair separated by the fewest marker genes is merged first
-(marker: a gene whose mean log expression differs by at least ``min_lfc`` with a Welch
-statistic of at least ``min_t``); statistics of a merged cluster are updated from per-cluster
-sums, so each step costs O(k^2 genes). With ``n_clusters=None`` merging stops when every
-joined pair has at least ``min_markers`` markers: two clusters stay apart only if some genes
-tell them apart, the criterion of marker-based cluster validation (sc-SHC, CHOIR) in a cheap
-deterministic form.
+A Leiden over-clustering of the cell graph is merged greedily. Candidate pairs are each
+cluster and its most connected clusters (inter-cluster edge weight over the square root of
+the clusters' volumes). The most connected candidate pair that fewer than ``min_markers``
+marker genes tell apart is merged first (marker: a gene whose mean log expression differs
+by at least ``min_lfc`` with a Welch statistic of at least ``min_t``); pairs with markers are
+merged only when a given number of clusters requires it. Statistics of a merged cluster are
+updated from per-cluster sums. With ``n_clusters=None`` merging stops when every candidate
+pair has at least ``min_markers`` markers: two connected clusters stay apart only if some
+genes tell them apart, the idea of marker-based cluster validation (sc-SHC, CHOIR) in a
+cheap deterministic form (no null distribution is simulated).
 """
 
 from __future__ import annotations
