@@ -3,8 +3,10 @@
 For every shared dataset: scanpy's pipeline to PCA (50 PCs of 2,000 HVGs) and a 15-NN graph,
 then (a) Leiden at the default resolution, (b) Leiden bisected to the true k, (c) k-means on
 the PCs, (d) a Leiden over-clustering merged to the true k by edge weight / sqrt(n_i n_j)
-(the issue's rule), (e) the same merged by marker counts (``scllm_dsc.graph.merge_clusters``)
-to the true k and (f) with ``n_clusters=None`` (its stopping rule). Labels score only.
+(the issue's rule), (e) ``scllm_dsc.graph.overcluster_merge``: the over-clustering merged to
+the true k (most connected pair first, pairs told apart by ``min_markers`` markers last) and
+(f) with ``n_clusters=None`` (Leiden at ``--auto-resolution``, merged until every connected
+pair has ``min_markers`` markers). Labels score only.
 
 Usage::
 
@@ -60,13 +62,13 @@ def main(argv=None):
 
     from scllm_dsc.graph import leiden_labels, leiden_n_clusters
     from scllm_dsc.graph._leiden import _graph
-    from scllm_dsc.graph._merge import merge_clusters
+    from scllm_dsc.graph._merge import overcluster_merge
 
     p = argparse.ArgumentParser()
     p.add_argument("--datasets", nargs="+", default=DATASETS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--over", type=float, default=3.0, help="over-clustering: this many x k")
-    p.add_argument("--auto-resolution", type=float, default=2.0)
+    p.add_argument("--auto-resolution", type=float, default=3.0)
     p.add_argument("--min-markers", type=int, default=10)
     p.add_argument("--min-lfc", type=float, default=1.0)
     p.add_argument("--min-t", type=float, default=5.0)
@@ -83,7 +85,6 @@ def main(argv=None):
             pca = log_normalised_pca(adata, random_state=seed)
             Xp = pca.obsm["X_pca"]
             W = _graph(Xp, 15, seed).obsp["connectivities"]  # the graph Leiden runs on
-            X = pca.X  # log-normalised HVGs
             res = {
                 "leiden_default": leiden_labels(Xp, random_state=seed),
                 "leiden_k": leiden_n_clusters(Xp, k, random_state=seed),
@@ -91,10 +92,12 @@ def main(argv=None):
             }
             over = leiden_n_clusters(Xp, int(round(a.over * k)), random_state=seed)
             res["edge_merge_k"] = edge_merge(over, W, k)
+            counts = adata[:, pca.var_names].X  # the HVGs' counts
             kw = dict(min_markers=a.min_markers, min_lfc=a.min_lfc, min_t=a.min_t)
-            res["marker_merge_k"] = merge_clusters(over, W, X, k, **kw)
-            over_auto = leiden_labels(Xp, resolution=a.auto_resolution, random_state=seed)
-            res["marker_merge_auto"] = merge_clusters(over_auto, W, X, None, **kw)
+            res["marker_merge_k"] = overcluster_merge(Xp, counts, k, over=a.over,
+                                                      random_state=seed, **kw)
+            res["marker_merge_auto"] = overcluster_merge(
+                Xp, counts, None, resolution=a.auto_resolution, random_state=seed, **kw)
             for m, lab in res.items():
                 rows.append({"dataset": name, "seed": seed, "method": m, "k": k,
                              "k_found": len(np.unique(lab)), "ari": ari(y, lab)})

@@ -17,10 +17,10 @@ Leiden at default resolution or bisected to the true k); ``scanpy_scaled_leiden_
 real gene vectors replaced by random Gaussian ones of the same shape (fixed seed), and
 ``genept_w_random_vectors`` GenePT-w on them: the knowledge claim holds only where the real
 vectors beat both. ``control_random_gene_vectors`` (extra) replaces the whole semantic view
-by random-vector aggregates computed without the real view (METHOD section 9's control). Text embeddings are computed once per
-dataset outside the timed runs (gene vectors cached by the package under
-``SCLLM_DSC_CACHE``), so ``seconds``/``peak_mb`` of scllm_dsc rows are ``sd.tl.cluster``
-alone; ``peak_mb`` is the peak resident memory above the level before the call.
+by random-vector aggregates computed without the real view (METHOD section 9's control).
+Text embeddings are computed once per dataset outside the timed runs (gene vectors cached
+by the package under ``SCLLM_DSC_CACHE``), so ``seconds``/``peak_mb`` of scllm_dsc rows are
+``sd.tl.cluster`` alone; ``peak_mb`` is the peak resident memory above the level before the call.
 """
 
 from __future__ import annotations
@@ -214,8 +214,8 @@ METHODS = {
 # the issue's suite (the default): anchors, scllm_dsc with and without a given k, ablations
 SUITE = ["scanpy_leiden", "scanpy_leiden_k", "kmeans_pca", "scvi_leiden_k", "genept_w_leiden_k",
          "c2s_leiden_k", "scllm_dsc", "scllm_dsc_auto", "ablation_no_semantic",
-         "control_random_vectors", "genept_w_random_vectors", "ablation_path1_only", "ablation_path2_only", "ablation_no_alignment",
-         "ablation_dec_target"]
+         "control_random_vectors", "genept_w_random_vectors", "ablation_path1_only",
+         "ablation_path2_only", "ablation_no_alignment", "ablation_dec_target"]
 BASELINES = ["scanpy_leiden", "scanpy_leiden_k", "scanpy_scaled_leiden_k", "kmeans_pca",
              "scvi_leiden_k", "genept_w_leiden_k", "c2s_leiden_k"]
 

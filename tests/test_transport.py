@@ -21,13 +21,13 @@ def _planted(seed: int):
     return z, np.repeat(np.arange(3), SIZES)
 
 
-def _fit(z, mu, marginals: str, n_steps: int = 100):
+def _fit(z, mu, marginals: str, n_steps: int = 100, **kwargs):
     """Self-training loop of the clustering head with the latent fixed: target from Q,
     centres moved to the target-weighted means (the minimiser of KL(P || Q) in the centres
     for a Gaussian kernel; a proxy of the gradient steps the model takes)."""
     mu = mu.clone()
     for _ in range(n_steps):
-        p = sinkhorn_target(student_t_q(z, mu), marginals=marginals)
+        p = sinkhorn_target(student_t_q(z, mu), marginals=marginals, **kwargs)
         mu = (p.T @ z) / p.sum(0)[:, None]
     return student_t_q(z, mu).argmax(1).numpy()
 
@@ -40,11 +40,21 @@ def test_planted_900_100_20_recovered_from_a_split_start(seed):
     mu = torch.tensor([[-0.5, 0.0], [0.5, 0.0], [4.0, 1.5]], dtype=torch.float64)
     start = student_t_q(z, mu).argmax(1).numpy()
     assert np.bincount(start[y == 0], minlength=3).max() < 600  # the big type is split
-    labels = _fit(z, mu, "estimated")
+    labels = _fit(z, mu, "estimated", proportion_power=1.5)
     assert adjusted_rand_score(y, labels) >= 0.95
     assert np.bincount(labels[y == 0]).max() >= 895  # the big type is whole again
     # with the hard cluster sizes copied into the marginals the split is kept
     assert adjusted_rand_score(y, _fit(z, mu, "hard")) < 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_900_100_20_kept_from_a_correct_start(seed):
+    """The default marginals keep a correct partition of very unequal sizes (a target with
+    equal marginals would move cells of the 900 into the 20)."""
+    z, y = _planted(seed)
+    labels = _fit(z, MEANS.clone(), "estimated")
+    assert adjusted_rand_score(y, labels) >= 0.95
+    assert np.bincount(labels, minlength=3).min() >= 15
 
 
 def test_target_marginals_are_the_stated_ones():
@@ -53,7 +63,7 @@ def test_target_marginals_are_the_stated_ones():
     q = student_t_q(torch.randn(n, 5, dtype=torch.float64), torch.randn(k, 5, dtype=torch.float64))
     p = sinkhorn_target(q, n_iter=200)
     torch.testing.assert_close(p.sum(1), torch.ones(n, dtype=q.dtype))
-    pi = _mixture_proportions(1.5 * torch.log(q), floor=1e-3 / k)
+    pi = _mixture_proportions(5.0 * torch.log(q), floor=1e-3 / k)
     torch.testing.assert_close(p.sum(0), n * pi, rtol=1e-3, atol=1e-3)
     # "hard": the current argmax sizes
     p = sinkhorn_target(q, n_iter=200, marginals="hard")

@@ -351,9 +351,14 @@ def test_single_cell_type():
     b = a.copy()
     sd.tl.cluster(b, n_clusters=2, use_semantic=False, **FAST)
     assert set(b.obs["scllm_dsc"]) == {"0", "1"}
-    # a resolution at which Leiden sees a single cluster: clear error, nothing written
+    # without k the default merges an over-clustering, never below two clusters
+    c = a.copy()
+    sd.tl.cluster(c, n_clusters=None, use_semantic=False, **FAST)
+    assert c.uns["scllm_dsc"]["params"]["n_clusters"] >= 2
+    # Leiden at a resolution where it sees a single cluster: clear error, nothing written
     with pytest.raises(RuntimeError, match="single cluster") as err:
-        sd.tl.cluster(a, n_clusters=None, resolution=1e-6, use_semantic=False, **FAST)
+        sd.tl.cluster(a, n_clusters=None, resolution=1e-6, use_semantic=False,
+                      **{**FAST, "model_kwargs": {**FAST["model_kwargs"], "init": "leiden"}})
     assert "resolution" in str(err.value) and "n_clusters" in str(err.value)
     assert adata_fingerprint(a) == before
 

@@ -4,6 +4,7 @@ from ._augment import drop_weak_edges, ppr_propagate
 from ._build import CellGraph, build_graph, knn_transformer, neighbor_table, neighbors
 from ._genes import gene_graph
 from ._leiden import leiden_labels, leiden_n_clusters
+from ._merge import merge_clusters, overcluster_merge
 from ._propagate import normalized_adjacency, propagate
 
 __all__ = [
@@ -14,9 +15,11 @@ __all__ = [
     "knn_transformer",
     "leiden_labels",
     "leiden_n_clusters",
+    "merge_clusters",
     "neighbor_table",
     "neighbors",
     "normalized_adjacency",
+    "overcluster_merge",
     "ppr_propagate",
     "propagate",
 ]

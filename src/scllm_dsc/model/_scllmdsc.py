@@ -178,32 +178,35 @@ class SCLLMDSC(BaseModelClass):
     adata
         AnnData registered with :meth:`setup_anndata`.
     n_clusters
-        Number of clusters. ``None`` estimates it label-free with Leiden on the pre-trained
-        fused latent (at ``resolution``).
+        Number of clusters. ``None`` estimates it label-free on the pre-trained fused latent:
+        a Leiden over-clustering merged until marker genes tell every pair of connected
+        clusters apart (:func:`~scllm_dsc.graph.overcluster_merge`); with ``init="leiden"``,
+        Leiden at ``resolution``.
     n_latent
         Width of the structural latent and the shared projection space. The default, 16, is
-        the paper backbone's width. With the structural view alone on Baron pancreas
-        (seeds 0 and 1), the labels scored 0.601 mean ARI at 8, 0.629 at 16, 0.583 at 32 and
-        0.560 at 64 (see the benchmarks page).
+        the paper backbone's width (measurements: the benchmarks page).
     n_hidden
         Hidden width of encoder and decoder.
     semantic_weight
         Weight of the semantic head in the fused latent (ignored without semantic view): the
-        share of squared distances it contributes. At ``n_latent=16`` (seeds 0 and 1), 0.15
-        scored 0.607 mean ARI on Baron pancreas and 0.759 on Zheng sorted PBMC; 0.3 scored
-        0.590 and 0.753.
+        share of squared distances it contributes (measurements: the benchmarks page).
     path_weight
         Weight of Path 1 in ``Z_text = w z1 + (1 - w) z2``.
     target
         Clustering target: ``"sinkhorn"`` (optimal transport on Q^5, default) or ``"dec"``.
     resolution
-        Leiden resolution used when ``n_clusters`` is ``None``.
+        Leiden resolution used when ``n_clusters`` is ``None`` and ``init="leiden"``.
     init
-        How the cluster centres are initialised from the pre-trained fused latent when
-        ``n_clusters`` is given: ``"kmeans"`` (default) or ``"leiden"`` (resolution bisected
-        to ``n_clusters``). Computed on at most 50,000 sampled cells. Over 3 seeds, Leiden
-        scored 0.744 mean ARI on Zheng sorted PBMC (k-means 0.764) and 0.571 on Baron
-        pancreas (k-means 0.566); see the benchmarks page.
+        How the cluster centres are initialised from the pre-trained fused latent:
+        ``"kmeans"`` (default) or ``"leiden"`` (resolution bisected to ``n_clusters``; with
+        ``n_clusters=None``: Leiden at ``resolution``); or ``"merge"``: a
+        Leiden over-clustering merged to ``n_clusters`` on the latent's kNN graph by
+        :func:`~scllm_dsc.graph.overcluster_merge` (most connected pair first, pairs that
+        marker genes of the registered counts tell apart last), and with
+        ``n_clusters=None`` merged until every connected pair has markers, which sets the
+        number of clusters (also what the default does with ``n_clusters=None``). Computed
+        on at most 50,000 sampled cells. Measurements: the
+        benchmarks page.
     gene_text_init
         With a gene graph (``setup_anndata(gene_graph=True)``): append the genes' text
         embeddings (``adata.varm["gene_text"]``, when present) to their expression profiles
@@ -241,15 +244,15 @@ class SCLLMDSC(BaseModelClass):
         path_weight: float = 0.5,
         target: Literal["sinkhorn", "dec"] = "sinkhorn",
         resolution: float = 1.0,
-        init: Literal["kmeans", "leiden"] = "kmeans",
+        init: Literal["kmeans", "leiden", "merge"] = "kmeans",
         gene_text_init: bool = True,
         **module_kwargs,
     ):
         super().__init__(adata)
         if n_clusters is not None and int(n_clusters) < 2:
             raise ValueError(f"`n_clusters` must be >= 2 or None, got {n_clusters}.")
-        if init not in ("kmeans", "leiden"):
-            raise ValueError(f"`init` must be 'kmeans' or 'leiden', got {init!r}.")
+        if init not in ("kmeans", "leiden", "merge"):
+            raise ValueError(f"`init` must be 'kmeans', 'leiden' or 'merge', got {init!r}.")
         n_cells = self.summary_stats.n_cells
         is_query = bool(self.adata.uns.get(_QUERY, False))
         if n_clusters is not None and int(n_clusters) >= n_cells and not is_query:
@@ -495,10 +498,9 @@ class SCLLMDSC(BaseModelClass):
             Cells per mini-batch; ``None`` trains full-batch (small data only).
         update_interval
             With a cell-indexed target (``target_update="full"``), the clustering target is
-            recomputed over all cells every ``update_interval`` epochs of the joint phase
-            (an inference pass over the cells, then the target on the model's device). Every
-            epoch (1, the default) against every 5th: mean ARI over seeds 0-2 on Zheng
-            sorted PBMC 0.780 vs 0.763, Baron human 0.615 vs 0.608, Kang PBMC 0.988 vs 0.987.
+            recomputed over all cells every ``update_interval`` epochs of the joint phase (an
+            inference pass over the cells, then the target on the model's device);
+            measurements of 1 (the default) against 5 are on the benchmarks page.
         random_state
             Seed of torch, numpy and the centre initialisation during training. The initial
             weights are drawn when the model is created: for identical results set
@@ -641,19 +643,25 @@ class SCLLMDSC(BaseModelClass):
         if n > _INIT_MAX_CELLS:
             sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False))
         zs = self.get_latent_representation(indices=sub)
-        if self.n_clusters is None:
+        if self.init == "merge" or (self.n_clusters is None and self.init == "kmeans"):
+            from ..graph._merge import overcluster_merge
+
+            counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            counts = counts if sub is None else counts[sub]
+            labels = overcluster_merge(zs, counts, self.n_clusters, random_state=rs)
+        elif self.n_clusters is None:
             labels = leiden_labels(zs, self.resolution, random_state=rs)
-            if int(labels.max()) + 1 < 2:
-                raise RuntimeError(
-                    "Leiden found a single cluster on the pre-trained latent; increase "
-                    "`resolution` or pass `n_clusters`."
-                )
         elif self.init == "kmeans":
             from sklearn.cluster import KMeans
 
             labels = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=rs).fit_predict(zs)
         else:
             labels = leiden_n_clusters(zs, self.n_clusters, random_state=rs)
+        if self.n_clusters is None and int(labels.max()) + 1 < 2:
+            raise RuntimeError(
+                "The initial partition of the pre-trained latent has a single cluster; pass "
+                "`n_clusters` (or `init='leiden'` with a higher `resolution`)."
+            )
         k = int(labels.max()) + 1
         centers = np.stack([zs[labels == j].mean(0) for j in range(k)])
         if self.n_clusters is None:

@@ -76,10 +76,9 @@ class SCLLMDSCModule(BaseModuleClass):
     var_weight
         Weight of the variance regulariser inside the alignment term.
     w_recon, w_cut, w_kl, w_align
-        Loss weights (paper: 0.3, 0.15, 0.32, 0.3). ``w_cut`` defaults to 0: on Zheng sorted
-        PBMC the cut loss lowered k-means ARI of the pre-trained latent from 0.74 to 0.69
-        (weight 0.005), 0.52 (0.03) and 0.52 (0.15); the encoder is graph-guided through the
-        propagated input features either way. With ``w_cut > 0`` each cell's graph
+        Loss weights (paper: 0.3, 0.15, 0.32, 0.3). ``w_cut`` defaults to 0: the cut loss
+        lowered the clustering quality of the pre-trained latent (the benchmarks page); the
+        encoder is graph-guided through the propagated input features either way. With ``w_cut > 0`` each cell's graph
         neighbours are encoded and the normalised cut over those edges is added.
     ortho_weight
         Weight of the orthogonality penalty inside the cut term.
@@ -96,9 +95,8 @@ class SCLLMDSCModule(BaseModuleClass):
         as ``graph_features_drop`` / ``graph_features_ppr``), with multiplicative Gaussian
         feature noise ``N(1, feature_noise)``, go through the shared encoder, and the
         cross-view correlation matrix of their latent dimensions is pushed towards the
-        identity (weight ``w_siamese``). A cell-by-cell similarity target (the identity over
-        the batch's cells) scored 0.53 mean ARI on Zheng sorted PBMC against 0.76 without
-        augmentation: it pushes cells of one cluster apart.
+        identity (weight ``w_siamese``). Not a cell-by-cell similarity target (the identity
+        over the batch's cells): it pushes cells of one cluster apart (the benchmarks page).
     feature_noise, w_siamese
         Noise level and loss weight of the augmentation.
     gene_index, gene_features, gene_edge_index, gene_edge_weight

@@ -78,9 +78,8 @@ def cell_sentences(
     gene's mean over the dataset, so ubiquitous ribosomal and housekeeping genes give way to
     genes characteristic of the cell (in practice: rare genes detected with one or two
     counts). Measured with ``benchmarks/semantic_view.py`` (5-fold 15-NN accuracy of
-    ``obs["cell_type"]`` on the embedded sentences, all-MiniLM-L6-v2, 600 cells each),
-    expression order is clearly better: Zheng sorted PBMC 0.78 vs 0.36, Kang PBMC 0.88 vs
-    0.66, Baron pancreas 0.80 vs 0.35. Sampling noise of low counts decides the specificity
+    ``obs["cell_type"]`` on the embedded sentences, all-MiniLM-L6-v2, 600 cells each; the
+    numbers are on the benchmarks page), expression order is clearly better. Sampling noise of low counts decides the specificity
     order, so it stays an option and ``"expression"`` is the default.
 
     Parameters

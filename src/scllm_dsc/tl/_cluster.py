@@ -126,8 +126,10 @@ def cluster(
     ----------
     {adata}
     n_clusters
-        Number of clusters. ``None`` estimates it label-free: Leiden (at ``resolution``) on
-        the pre-trained fused embedding.
+        Number of clusters. ``None`` estimates it label-free on the pre-trained fused
+        embedding: a Leiden over-clustering merged until marker genes tell every pair of
+        connected clusters apart (:func:`~scllm_dsc.graph.overcluster_merge`); with
+        ``model_kwargs={{"init": "leiden"}}``, Leiden at ``resolution``.
     {key_added}
     {random_state}
         The same seed on CPU gives identical labels.
@@ -141,7 +143,7 @@ def cluster(
     semantic_keys
         ``adata.obsm`` keys of Path 1 and Path 2.
     resolution
-        Leiden resolution for ``n_clusters=None``.
+        Leiden resolution for ``n_clusters=None`` with ``model_kwargs={{"init": "leiden"}}``.
     n_neighbors, n_pcs, n_top_genes
         Cell graph: kNN size, PCA components and highly variable genes.
     n_hops

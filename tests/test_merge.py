@@ -1,0 +1,101 @@
+"""Over-cluster and merge (graph/_merge.py) on synthetic counts with planted types."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+from sklearn.metrics import adjusted_rand_score
+
+from scllm_dsc.graph import merge_clusters, overcluster_merge
+from scllm_dsc.graph._merge import log_normalize
+
+SIZES = (600, 150, 50)
+
+
+def _planted(seed: int = 0, n_genes: int = 200):
+    """Counts of three types (600/150/50 cells), each with 15 marker genes 8x up."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(2.0, 0.5, n_genes)
+    rows, y = [], []
+    for t, n in enumerate(SIZES):
+        mu = base.copy()
+        mu[15 * t: 15 * (t + 1)] *= 8
+        depth = rng.lognormal(0, 0.2, (n, 1))
+        rows.append(rng.poisson(mu[None, :] * depth))
+        y += [t] * n
+    X = sparse.csr_matrix(np.vstack(rows).astype(np.float32))
+    L = log_normalize(X).toarray()
+    L -= L.mean(0)
+    u, s, _ = np.linalg.svd(L, full_matrices=False)
+    return X, (u[:, :10] * s[:10]).astype(np.float32), np.asarray(y)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return _planted()
+
+
+def test_merge_to_k_recovers_types(planted):
+    X, z, y = planted
+    labels = overcluster_merge(z, X, 3, random_state=0)
+    assert len(np.unique(labels)) == 3
+    assert adjusted_rand_score(y, labels) >= 0.95
+    # labels are 0..k-1 by decreasing size
+    assert (np.diff(np.bincount(labels)) <= 0).all()
+
+
+def test_auto_stops_at_the_planted_number(planted):
+    X, z, y = planted
+    labels = overcluster_merge(z, X, None, resolution=3.0, random_state=0)
+    assert len(np.unique(labels)) == 3
+    assert adjusted_rand_score(y, labels) >= 0.95
+
+
+def test_merge_clusters_history_and_markers(planted):
+    X, z, y = planted
+    from scllm_dsc.graph._leiden import _graph
+
+    W = _graph(z, 15, 0).obsp["connectivities"]
+    # an over-clustering: each type cut into 4 arbitrary parts
+    rng = np.random.default_rng(1)
+    start = 4 * y + rng.integers(0, 4, len(y))
+    out, hist = merge_clusters(start, W, log_normalize(X), None, return_history=True)
+    assert adjusted_rand_score(y, out) == pytest.approx(1.0)
+    # 12 -> 3: nine merges, each of a pair told apart by fewer than min_markers genes
+    assert [h[0] for h in hist] == list(range(12, 3, -1))
+    assert all(h[1] < 10 for h in hist)
+    out1 = merge_clusters(start, W, log_normalize(X), 1)
+    assert (out1 == 0).all()
+
+
+@pytest.mark.parametrize("n_clusters", [None, 3])
+def test_model_merge_init(planted, n_clusters):
+    import anndata as ad
+
+    import scllm_dsc as sd
+
+    X, _, y = planted
+    a = ad.AnnData(X)
+    a.var_names = [f"g{i}" for i in range(a.n_vars)]
+    sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=150, n_pcs=10)
+    model = sd.model.SCLLMDSC(a, n_clusters=n_clusters, n_latent=8, n_hidden=32, init="merge")
+    model.train(max_epochs=3, batch_size=200, random_state=0, enable_progress_bar=False)
+    k = model.n_clusters
+    assert model.predict(soft=True).shape == (a.n_obs, k)
+    if n_clusters is not None:
+        assert k == n_clusters
+    else:
+        assert 2 <= k <= 6
+    assert adjusted_rand_score(y, model.predict()) >= 0.8
+
+
+def test_model_rejects_unknown_init(planted):
+    import anndata as ad
+
+    import scllm_dsc as sd
+
+    a = ad.AnnData(planted[0])
+    sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=150, n_pcs=10)
+    with pytest.raises(ValueError, match="merge"):
+        sd.model.SCLLMDSC(a, n_clusters=3, init="spectral")
