@@ -97,12 +97,22 @@ def _majority(labels: pd.Series, groups: pd.Series) -> dict[str, str]:
     return df.groupby("g")["l"].agg(lambda s: s.value_counts().index[0]).to_dict()
 
 
-def run_cellconsensus(adata, groups: pd.Series) -> dict[str, dict[str, list[str]]]:
-    """cellconsensus run its own way (ccc) and on our groups (precomputed)."""
+def run_cellconsensus(adata, groups: pd.Series, species: str = "human",
+                      knowledge: str | None = None) -> dict[str, dict[str, list[str]]]:
+    """cellconsensus run its own way (ccc) and on our groups (precomputed).
+
+    Its marker lists are human symbols: mouse genes get their human ortholog symbols first
+    (the same mapping ``sd.tl.annotate_clusters`` uses), so it can read them.
+    """
     from cellconsensus import CellConsensus
 
     out = {}
     ad = adata.copy()
+    if species != "human":
+        from scllm_dsc.knowledge._cell_markers import mouse_to_human, to_human
+
+        ad.var_names = pd.Index(to_human(ad.var_names, species, mouse_to_human(knowledge)))
+        ad.var_names_make_unique()
     ad.obs["_g"] = groups.values
     cc = CellConsensus()
     cc.fit(ad, verbose=False)
@@ -160,7 +170,7 @@ def run_dataset(name: str, args, cmap: pd.DataFrame, cl) -> list[dict]:
         ranked[method] = out
     if not args.methods or any(m.startswith("cellconsensus") for m in args.methods):
         t0 = time.perf_counter()
-        cc = run_cellconsensus(adata, adata.obs["_group"])
+        cc = run_cellconsensus(adata, adata.obs["_group"], species, str(knowledge))
         sec = time.perf_counter() - t0
         for k_, v in cc.items():
             ranked[k_] = v
