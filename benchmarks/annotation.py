@@ -250,8 +250,20 @@ def main(argv=None):
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--genetext", default=str(DEFAULT_GENETEXT))
     p.add_argument("--out", default=None)
+    p.add_argument("--combine", nargs="*", default=None,
+                   help="only summarise these per-group CSVs of earlier runs; a later file's "
+                        "(dataset, method) rows replace an earlier file's")
     args = p.parse_args(argv)
     out = Path(args.out or RESULTS / f"annotation_{args.grouping}")
+    if args.combine:
+        parts = [pd.read_csv(f) for f in args.combine]
+        df = parts[0]
+        for nxt in parts[1:]:
+            keys = set(zip(nxt["dataset"], nxt["method"], strict=True))
+            df = pd.concat([df[[k not in keys for k in zip(df["dataset"], df["method"],
+                                                               strict=True)]], nxt])
+        write(df.reset_index(drop=True), args, argv, out, done=True)
+        return
 
     from scllm_dsc.knowledge._cell_markers import cell_ontology
 
