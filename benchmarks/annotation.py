@@ -97,12 +97,22 @@ def _majority(labels: pd.Series, groups: pd.Series) -> dict[str, str]:
     return df.groupby("g")["l"].agg(lambda s: s.value_counts().index[0]).to_dict()
 
 
-def run_cellconsensus(adata, groups: pd.Series) -> dict[str, dict[str, list[str]]]:
-    """cellconsensus run its own way (ccc) and on our groups (precomputed)."""
+def run_cellconsensus(adata, groups: pd.Series, species: str = "human",
+                      knowledge: str | None = None) -> dict[str, dict[str, list[str]]]:
+    """cellconsensus run its own way (ccc) and on our groups (precomputed).
+
+    Its marker lists are human symbols: mouse genes get their human ortholog symbols first
+    (the same mapping ``sd.tl.annotate_clusters`` uses), so it can read them.
+    """
     from cellconsensus import CellConsensus
 
     out = {}
     ad = adata.copy()
+    if species != "human":
+        from scllm_dsc.knowledge._cell_markers import mouse_to_human, to_human
+
+        ad.var_names = pd.Index(to_human(ad.var_names, species, mouse_to_human(knowledge)))
+        ad.var_names_make_unique()
     ad.obs["_g"] = groups.values
     cc = CellConsensus()
     cc.fit(ad, verbose=False)
@@ -160,7 +170,7 @@ def run_dataset(name: str, args, cmap: pd.DataFrame, cl) -> list[dict]:
         ranked[method] = out
     if not args.methods or any(m.startswith("cellconsensus") for m in args.methods):
         t0 = time.perf_counter()
-        cc = run_cellconsensus(adata, adata.obs["_group"])
+        cc = run_cellconsensus(adata, adata.obs["_group"], species, str(knowledge))
         sec = time.perf_counter() - t0
         for k_, v in cc.items():
             ranked[k_] = v
@@ -225,7 +235,10 @@ def to_markdown(df: pd.DataFrame, index_name: str = "method") -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", nargs="*", default=list(PRESET))
+    # small datasets first, so a run cut short still covers most of them
+    p.add_argument("--datasets", nargs="*", default=[
+        "PBMC68k_reduced_700", "Zeisel_subset_1464", "Pancreas_endocrinogenesis_739",
+        "Zheng_sortedPBMC_2140", "Baron_human_subset", "Kang_ctrl_PBMC_8684"])
     p.add_argument("--grouping", choices=["truth", "scllm_dsc", "leiden"], default="truth")
     p.add_argument("--methods", nargs="*", default=None,
                    help="only these methods (names as in the table; default all)")
@@ -237,18 +250,34 @@ def main(argv=None):
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--genetext", default=str(DEFAULT_GENETEXT))
     p.add_argument("--out", default=None)
+    p.add_argument("--combine", nargs="*", default=None,
+                   help="only summarise these per-group CSVs of earlier runs; a later file's "
+                        "(dataset, method) rows replace an earlier file's")
     args = p.parse_args(argv)
     out = Path(args.out or RESULTS / f"annotation_{args.grouping}")
+    if args.combine:
+        parts = [pd.read_csv(f) for f in args.combine]
+        df = parts[0]
+        for nxt in parts[1:]:
+            keys = set(zip(nxt["dataset"], nxt["method"], strict=True))
+            df = pd.concat([df[[k not in keys for k in zip(df["dataset"], df["method"],
+                                                               strict=True)]], nxt])
+        write(df.reset_index(drop=True), args, argv, out, done=True)
+        return
 
     from scllm_dsc.knowledge._cell_markers import cell_ontology
 
     cl = cell_ontology()
     cmap = pd.read_csv(HERE / "cell_ontology_map.csv", dtype=str).fillna("")
     rows = []
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         rows += run_dataset(name, args, cmap, cl)
-    df = pd.DataFrame(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
+        write(pd.DataFrame(rows), args, argv, out, done=name == args.datasets[-1])
+
+
+def write(df: pd.DataFrame, args, argv, out: Path, done: bool) -> None:
+    """Write the rows so far (after each dataset, so a long run leaves partial results)."""
     df.to_csv(out.with_suffix(".csv"), index=False)
     mean, per = summarise(df)
     per_near = per["top1_near"]
@@ -259,12 +288,15 @@ def main(argv=None):
         "",
         f"Command: `python benchmarks/annotation.py {' '.join(argv or sys.argv[1:])}`".rstrip(),
         "",
-        f"Grouping: **{args.grouping}**"
+        ("" if done else "**Partial run: only the datasets listed have finished.**\n\n")
+        + f"Grouping: **{args.grouping}**"
         + (" (label-free stand-in: k-matched Leiden on PCA, NOT sd.tl.cluster)"
-           if args.grouping == "leiden" else "") + ". Datasets: " + ", ".join(args.datasets)
+           if args.grouping == "leiden" else "") + ". Datasets: "
+        + ", ".join(df["dataset"].unique())
         + ". Accuracy over groups, averaged over datasets; *near* = reference term or up to "
         "two is_a steps above/below it. Tuned on (settings looked at): "
-        + ", ".join(t for t in TUNED_ON if t in args.datasets) + "; the `(untuned)` columns "
+        + ", ".join(t for t in TUNED_ON if t in set(df["dataset"]))
+        + "; the `(untuned)` columns "
         "average the other datasets only.",
         "",
         "## Mean over datasets",
@@ -286,7 +318,7 @@ def main(argv=None):
         f"Per-group rows: `{out.with_suffix('.csv').name}`.",
     ]
     out.with_suffix(".md").write_text("\n".join(text) + "\n")
-    print("\n".join(text))
+    print("\n".join(text), flush=True)
 
 
 if __name__ == "__main__":

@@ -293,3 +293,12 @@ def test_plot_reads_only(knowledge, tmp_path):
     assert set(a.uns) == before_uns
     pd.testing.assert_frame_equal(a.uns["cluster_annotation"]["evidence"], before_ev)
     plt.close("all")
+
+
+def test_within_none_narrows_from_data(knowledge):
+    a = planted()
+    res = _annotate(a, knowledge, candidates=None, within=None)
+    assert "hematopoietic cell" in res["params"]["lineages"]
+    hemato = set(ontology_candidates("CL:0000988")["term_id"])
+    assert set(res["ranking"]["term_id"]) <= hemato
+    assert res["assigned"].set_index("cluster")["name"]["mystery"] == "unassigned"

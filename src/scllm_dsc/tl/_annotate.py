@@ -470,22 +470,28 @@ def marker_annotation(
 
     cl = cell_ontology()
     terms = [t for t in dict.fromkeys(terms) if t in cl.label]
-    anc = {a for t in terms for a in cl.ancestors(t, 2)}
-    need = list(dict.fromkeys([*terms, *sorted(anc), *LINEAGES]))
-    mk = collect_markers(need, sources, knowledge=kpath, genes=list(gene_col))
-    own = _term_markers(mk, gene_col)
-
     X = _log_normalised(ad, layer)
     eff_stats = cluster_effects(X, codes, len(clusters))
     D = eff_stats["d"]
 
-    # coarse first pass: the broad lineages the clusters belong to
+    # coarse first pass: the broad lineages the clusters belong to (markers of the lineage
+    # terms only, so the fine pass collects markers for the narrowed candidates alone)
     lineages_found: list[str] = []
     if narrow:
         lin = list(LINEAGES)
-        L = np.array([[_score(_effective(t, own, cl, decay, 0), D[k], shrink)[0]
-                       for t in lin] for k in range(len(clusters))])
-        L = np.nan_to_num(L, nan=-np.inf)
+        # a lineage scores as its best-supported term among itself and five levels below
+        members = {r: [r, *cl.descendants(r, 5)] for r in lin}
+        pool = list(dict.fromkeys(t for r in lin for t in members[r]))
+        own_lin = _term_markers(
+            collect_markers(pool, sources, knowledge=kpath, genes=list(gene_col)), gene_col
+        )
+        L = np.full((len(clusters), len(lin)), -np.inf)
+        for j, r in enumerate(lin):
+            for t in members[r]:
+                e = _effective(t, own_lin, cl, decay, 0)
+                if e:
+                    sc_ = np.array([_score(e, D[k], shrink)[0] for k in range(len(clusters))])
+                    L[:, j] = np.fmax(L[:, j], np.nan_to_num(sc_, nan=-np.inf))
         best = np.argmax(L, axis=1)
         lineages_found = sorted({lin[b] for k, b in enumerate(best) if L[k, b] >= min_score})
         if lineages_found:
@@ -496,6 +502,11 @@ def marker_annotation(
             if narrowed:
                 terms = narrowed
         logg.info(f"    lineages found: {[cl.label[t] for t in lineages_found]}")
+
+    anc = {a for t in terms for a in cl.ancestors(t, 2)}
+    need = list(dict.fromkeys([*terms, *sorted(anc)]))
+    mk = collect_markers(need, sources, knowledge=kpath, genes=list(gene_col))
+    own = _term_markers(mk, gene_col)
 
     # a term needs markers of its own to be named (inherited ones alone say nothing new)
     effs = {t: _effective(t, own, cl, decay) for t in terms if own.get(t)}
