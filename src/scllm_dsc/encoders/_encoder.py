@@ -368,7 +368,9 @@ class TextEncoder:
             out[i] = found[k]
         return out
 
-    def encode(self, texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], show_progress: bool = True, desc: str | None = None
+    ) -> np.ndarray:
         """Embed texts (truncated to :attr:`max_length` tokens).
 
         Returns a float32 array (n_texts x :attr:`dim`) of L2-normalised rows.
@@ -380,7 +382,7 @@ class TextEncoder:
             ids = tok(todo, add_special_tokens=True, truncation=True, max_length=self.max_length)[
                 "input_ids"
             ]
-            return self._embed_ids([list(x) for x in ids], show)
+            return self._embed_ids([list(x) for x in ids], show, desc)
 
         return self._cached(texts, "trunc", compute, show_progress)
 
@@ -396,7 +398,9 @@ class TextEncoder:
         bounds = np.linspace(0, len(ids), n_chunks + 1).round().astype(int)
         return [pre + ids[a:b] + post for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    def encode_long(self, texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
+    def encode_long(
+        self, texts: Sequence[str], show_progress: bool = True, desc: str | None = None
+    ) -> np.ndarray:
         """Embed texts of any length.
 
         Texts longer than :attr:`max_length` tokens are split into near-equal token chunks;
@@ -411,7 +415,7 @@ class TextEncoder:
                 for c in self.chunk_ids(t):
                     chunks.append(c)
                     owner.append(i)
-            emb = l2_normalize(self._embed_ids(chunks, show))
+            emb = l2_normalize(self._embed_ids(chunks, show, desc))
             owner = np.asarray(owner)
             out = np.zeros((len(todo), emb.shape[1]), dtype=np.float64)
             np.add.at(out, owner, emb)
@@ -419,9 +423,19 @@ class TextEncoder:
 
         return self._cached(texts, "long", compute, show_progress)
 
-    def _embed_ids(self, id_lists: list[list[int]], show_progress: bool = True) -> np.ndarray:
-        """Run the model over token id lists (already with special tokens); pooled, float32."""
+    def _embed_ids(
+        self, id_lists: list[list[int]], show_progress: bool = True, desc: str | None = None
+    ) -> np.ndarray:
+        """Run the model over token id lists (already with special tokens); pooled, float32.
+
+        ``desc`` names the stage in the progress bar (e.g. ``"gene texts"``). When the first
+        batch (the longest texts) says the whole run will take minutes, a warning says so.
+        """
+        import time
+        import warnings
+
         import torch
+        from tqdm import TqdmWarning
         from tqdm.auto import tqdm
 
         tokenizer, model = self._load()
@@ -431,14 +445,20 @@ class TextEncoder:
         order = np.argsort(-lengths, kind="stable")
         out = np.zeros((len(id_lists), self.dim), dtype=np.float32)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        bar = tqdm(
-            batches,
-            desc=f"embedding with {self.name.split('/')[-1]}",
-            unit="batch",
-            disable=not show_progress or len(batches) < 2,
-        )
+        with warnings.catch_warnings():  # Jupyter without ipywidgets: a text bar is fine
+            warnings.simplefilter("ignore", TqdmWarning)
+            bar = tqdm(
+                batches,
+                desc=f"{desc or 'texts'} ({self.name.split('/')[-1]})",
+                unit="batch",
+                disable=not show_progress or len(batches) < 2,
+            )
+        t0 = time.perf_counter()
         with torch.inference_mode():
-            for idx in bar:
+            for b, idx in enumerate(bar):
+                if b == 1 and show_progress:
+                    _warn_if_long(desc or "texts", len(id_lists), len(batches),
+                                  time.perf_counter() - t0)
                 seqs = [id_lists[i] or [pad_id] for i in idx]
                 width = max(len(s) for s in seqs)
                 input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -460,6 +480,16 @@ class TextEncoder:
                 pooled = pool(hidden, kwargs["attention_mask"], self.pooling)
                 out[idx] = pooled.cpu().numpy()
         return out
+
+
+def _warn_if_long(desc: str, n_texts: int, n_batches: int, first: float) -> None:
+    """Say when a run will take minutes (from the first, longest batch: an upper estimate)."""
+    total = first * n_batches
+    if total > 120:
+        logg.warning(
+            f"{desc}: embedding {n_texts:,} texts will take up to about {total / 60:.0f} min "
+            "on this machine (measured on the first batch)."
+        )
 
 
 def pool(hidden, mask, how: str):

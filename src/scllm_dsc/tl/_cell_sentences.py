@@ -150,7 +150,7 @@ def cell_sentences(
         emb = np.zeros((len(sentences), enc.dim), dtype=np.float32)
         if nonempty.any():
             todo = [s for s, ok in zip(sentences, nonempty, strict=True) if ok]
-            emb[nonempty] = enc.encode_long(todo)
+            emb[nonempty] = enc.encode_long(todo, desc="cell sentences")
         emb = l2_normalize(emb).astype(np.float32)
         if (~nonempty).any():
             n_empty = int((~nonempty).sum())

@@ -223,7 +223,7 @@ def embed_genes(
     )
     idx = np.flatnonzero(found)
     texts = [match.texts[i] for i in idx]
-    G_found = enc.encode(texts)
+    G_found = enc.encode(texts, desc="gene texts")
     G = np.zeros((len(names), G_found.shape[1]), dtype=np.float32)
     G[idx] = G_found
 
