@@ -199,7 +199,12 @@ def test_bad_arguments(knowledge):
     with pytest.raises(ValueError, match="marker sources"):
         _annotate(a, knowledge, sources=["CL", "astrology"])
     with pytest.raises(TypeError, match="similarity"):
-        _annotate(a, knowledge, n_markers=5)
+        _annotate(a, knowledge, method="markers", n_markers=5)
+    # descriptions (a dict) or similarity options select the text-similarity method
+    with pytest.raises(KeyError, match=r"sd\.tl\.embed_genes"):
+        annotate_clusters(a, key="cluster", candidates={"B cell": "b", "T cell": "t"})
+    with pytest.raises(KeyError, match=r"sd\.tl\.embed_genes"):
+        annotate_clusters(a, key="cluster", candidates=CANDS, n_background=20)
     # the earlier text-similarity method still needs gene embeddings
     with pytest.raises(KeyError, match=r"sd\.tl\.embed_genes"):
         annotate_clusters(a, key="cluster", candidates=CANDS, method="similarity")

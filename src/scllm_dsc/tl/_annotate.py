@@ -661,7 +661,7 @@ def annotate_clusters(
     *,
     within: str | Sequence[str] | None = None,
     mod: str | None = None,
-    method: str = "markers",
+    method: str | None = None,
     sources: Sequence[str] | None = None,
     species: str | None = None,
     knowledge=None,
@@ -715,6 +715,8 @@ def annotate_clusters(
     {mod}
     method
         ``"markers"`` (this method) or ``"similarity"`` (the earlier text-embedding ranking;
+        ``None``: ``"similarity"`` when ``candidates`` is a dict of descriptions or one of its
+        options below is given, else ``"markers"``;
         needs :func:`~scllm_dsc.tl.embed_genes` first; its options go in
         ``similarity_kwargs``: ``n_markers``, ``use_markers``, ``marker_weight``,
         ``n_background``, ``relative``, ``de_method``, ``gene_key``, ``model``, ``device``,
@@ -759,6 +761,11 @@ def annotate_clusters(
     if n_top < 1:
         raise ValueError("`n_top` must be positive.")
     key_added = key_added or f"{key}_annotation"
+    if method is None:
+        # free-text descriptions and the similarity options only make sense for the
+        # text-similarity ranking (earlier calls keep working)
+        method = "similarity" if similarity_kwargs or isinstance(candidates, Mapping) \
+            else "markers"
     if method == "similarity":
         opts = {"n_markers": 50, "use_markers": True, "marker_weight": 0.5,
                 "n_background": 200, "relative": True, "de_method": "wilcoxon",
