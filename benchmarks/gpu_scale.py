@@ -100,9 +100,9 @@ def main(argv=None):
     import anndata as ad
     import scanpy as sc
     import scvi
+    from scale import resample
 
     import scllm_dsc as sd
-    from scale import resample
 
     sc.settings.n_jobs = threads
     scvi.settings.verbosity = 30

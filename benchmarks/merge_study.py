@@ -101,8 +101,8 @@ def main(argv=None):
             for m, lab in res.items():
                 rows.append({"dataset": name, "seed": seed, "method": m, "k": k,
                              "k_found": len(np.unique(lab)), "ari": ari(y, lab)})
-            print(name, seed, f"{time.perf_counter() - t0:.1f}s", {m: round(ari(y, l), 3)
-                  for m, l in res.items()}, "k_auto", len(np.unique(res["marker_merge_auto"])),
+            print(name, seed, f"{time.perf_counter() - t0:.1f}s", {m: round(ari(y, lab), 3)
+                  for m, lab in res.items()}, "k_auto", len(np.unique(res["marker_merge_auto"])),
                   "of", k, flush=True)
     df = pd.DataFrame(rows)
     a.out.parent.mkdir(parents=True, exist_ok=True)

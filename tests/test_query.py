@@ -70,8 +70,9 @@ def test_query_pca_reproduces_training_pca(reference):
 
 
 def test_load_with_new_cells(reference):
-    import scllm_dsc as sd
     from sklearn.metrics import adjusted_rand_score
+
+    import scllm_dsc as sd
 
     model, path, _, query = reference
     # genes in another order, one of them absent: matched by name
@@ -118,8 +119,9 @@ def test_query_errors(reference):
 def test_zheng_holdout_agrees_with_all_cells(tmp_path):
     """Train on 80% of Zheng sorted PBMC, map the other 20%: their clusters agree with the
     clusters of a model trained on all cells (structural view; labels only to check k)."""
-    import scllm_dsc as sd
     from sklearn.metrics import adjusted_rand_score
+
+    import scllm_dsc as sd
 
     full = read_dataset("Zheng_sortedPBMC_2140")
     k = full.obs["cell_type"].nunique()

@@ -36,12 +36,12 @@ def test_shape_types_and_planted_structure():
 def test_deterministic_and_seeded_locally():
     import scllm_dsc as sd
 
-    state = np.random.get_state()[1].copy()
+    state = np.random.get_state()[1].copy()  # noqa: NPY002 - checking the legacy global RNG
     a = sd.datasets.synthetic_counts(100, 50, 3, n_markers=5, random_state=3)
     b = sd.datasets.synthetic_counts(100, 50, 3, n_markers=5, random_state=3)
     c = sd.datasets.synthetic_counts(100, 50, 3, n_markers=5, random_state=4)
     assert (a.X != b.X).nnz == 0 and (a.X != c.X).nnz > 0
-    assert np.array_equal(np.random.get_state()[1], state)  # the global RNG is untouched
+    assert np.array_equal(np.random.get_state()[1], state)  # noqa: NPY002 - untouched
 
 
 @pytest.mark.shared

@@ -191,5 +191,7 @@ def synthetic_counts(
     adata = ad.AnnData(
         X=sparse.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=genes)
     )
-    adata.uns["markers"] = {t: [genes[i] for i in own] for t, own in zip(names, markers)}
+    adata.uns["markers"] = {
+        t: [genes[i] for i in own] for t, own in zip(names, markers, strict=True)
+    }
     return adata

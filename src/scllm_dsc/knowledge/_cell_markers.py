@@ -51,7 +51,8 @@ PROTEIN_NAMES: dict[str, str | None] = {
 # a token that looks like a gene/antigen name: "CD14", "Foxp3", "IL-17", "c-kit", "CCR7"
 _TOKEN = re.compile(r"^(?:[A-Za-z]{1,8}-?[0-9][A-Za-z0-9\-]*|[A-Z][A-Z0-9\-]{2,}|c-kit)$")
 _POSNEG = re.compile(
-    r"\b([A-Za-z][A-Za-z0-9\-]*?[A-Za-z0-9])[- ](positive|negative|high|bright|low|dim|\+)(?![A-Za-z])"
+    r"\b([A-Za-z][A-Za-z0-9\-]*?[A-Za-z0-9])[- ]"
+    r"(positive|negative|high|bright|low|dim|\+)(?![A-Za-z])"
 )
 _EXPRESS = re.compile(
     r"\b(express(?:es|ing)?|(?:is |are )?positive for|(?:is |are )?negative for|lacks?|lacking|"

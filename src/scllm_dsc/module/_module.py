@@ -78,8 +78,9 @@ class SCLLMDSCModule(BaseModuleClass):
     w_recon, w_cut, w_kl, w_align
         Loss weights (paper: 0.3, 0.15, 0.32, 0.3). ``w_cut`` defaults to 0: the cut loss
         lowered the clustering quality of the pre-trained latent (the benchmarks page); the
-        encoder is graph-guided through the propagated input features either way. With ``w_cut > 0`` each cell's graph
-        neighbours are encoded and the normalised cut over those edges is added.
+        encoder is graph-guided through the propagated input features either way. With
+        ``w_cut > 0`` each cell's graph neighbours are encoded and the normalised cut over
+        those edges is added.
     ortho_weight
         Weight of the orthogonality penalty inside the cut term.
     alpha

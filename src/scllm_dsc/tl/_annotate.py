@@ -169,7 +169,8 @@ def embed_candidates(texts: Sequence[str], params: Mapping, model: str | None, d
             if params.get(name) is not None:
                 kwargs[name] = params[name]
     enc = get_encoder(model, device=device, **kwargs)
-    C = np.asarray(enc.encode(list(texts), show_progress=len(texts) > 256, desc="cell type texts"), dtype=np.float64)
+    C = enc.encode(list(texts), show_progress=len(texts) > 256, desc="cell type texts")
+    C = np.asarray(C, dtype=np.float64)
     return l2_normalize(C), str(model)
 
 
