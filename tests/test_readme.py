@@ -36,18 +36,33 @@ def test_console_script_is_declared():
 
 
 @pytest.mark.slow
-@pytest.mark.shared
-def test_demo_runs_offline(genetext_dir, capsys):
+def test_demo_runs_offline(tmp_path, monkeypatch, capsys):
+    """The README's demo, with the knowledge shipped in the package: it reports what it used
+    and leaves an .h5ad and a figure where it says."""
+    import anndata as ad
+
     from scllm_dsc._cli import main
 
-    assert main(["demo", "--knowledge", str(genetext_dir)]) == 0
+    monkeypatch.delenv("SCLLM_DSC_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "knowledge:" in out and "human_gene_text.tsv.gz" in out
     assert "all-MiniLM-L6-v2" in out
     pattern = r"ARI against obs\['bulk_labels'\] \(evaluation only\): ([0-9.-]+)"
     ari = float(re.search(pattern, out)[1])
-    # measured 0.517 (CPU, one thread, 2026-12); the margin covers other CPUs and BLAS builds
-    assert ari > 0.45
+    # measured 0.581 (CPU, one thread, 2026-12); the margin covers other CPUs and BLAS builds
+    assert ari > 0.5
+    written = re.findall(r"^wrote (.+)$", out, flags=re.M)
+    assert len(written) == 2
+    h5ad, png = (Path(w) for w in written)
+    assert h5ad.resolve().parent == png.resolve().parent == (tmp_path / "scllm_dsc_demo")
+    assert png.stat().st_size > 10_000
+    result = ad.read_h5ad(h5ad)
+    sizes = re.search(r"clusters: (\d+) \(requested (\d+)\), sizes \[([0-9, ]+)\]", out)
+    n_written, counts = int(sizes[1]), [int(x) for x in sizes[3].split(",")]
+    assert n_written == len(counts) == result.obs["scllm_dsc"].nunique()
+    assert result.obsm["scllm_dsc_proba"].shape[1] == n_written
 
 
 def test_demo_without_knowledge_says_what_to_do(tmp_path, monkeypatch, capsys):
