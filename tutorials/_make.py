@@ -14,16 +14,10 @@ from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
 
-SETUP = '''import os
-from pathlib import Path
-
-import scanpy as sc
+SETUP = '''import scanpy as sc
 import scllm_dsc as sd
 
-sc.settings.verbosity = 1
-# gene knowledge: a table with `symbol` and `text` columns (NCBI descriptions); here the
-# project's shared copy, elsewhere your own download or `knowledge="ncbi"`
-knowledge = Path(os.environ.get("SCLLM_DSC_DATA", "../../shared/data/genetext"))'''
+sc.settings.verbosity = 1  # warnings only; progress bars still show'''
 
 PBMC = [
     ("md", "# Cluster PBMCs with gene knowledge\n\nThis tutorial runs scllm_dsc end to end on "
@@ -38,7 +32,7 @@ PBMC = [
      "a frozen language model (default `all-MiniLM-L6-v2`) and forms each cell's "
      "expression-weighted knowledge embedding. `sd.tl.cell_sentences` writes each cell as a "
      "sentence of gene symbols by decreasing expression and embeds it."),
-    ("code", "sd.tl.embed_genes(adata, knowledge=knowledge)\n"
+    ("code", "sd.tl.embed_genes(adata)  # NCBI gene knowledge shipped with the package\n"
      "adata.uns['gene_text']['params']['coverage'], adata.varm['gene_text'].shape"),
     ("code", "sd.tl.cell_sentences(adata)\nadata.obs['cell_sentence'].str.split().str[:8].head()"),
     ("md", "## Clustering\n\n`sd.tl.cluster` builds the sparse cell graph, trains the "
@@ -76,7 +70,7 @@ SCANPY = [
      "sc.tl.umap(adata, random_state=0)\nbefore = set(adata.obsm) | set(adata.obsp) | set(adata.obs)\n"
      "adata"),
     ("md", "## The three scllm_dsc calls\n\nPoint them at the counts layer."),
-    ("code", "sd.tl.embed_genes(adata, knowledge=knowledge, layer='counts')\n"
+    ("code", "sd.tl.embed_genes(adata, layer='counts')\n"
      "sd.tl.cell_sentences(adata, layer='counts')\n"
      "sd.tl.cluster(adata, layer='counts', random_state=0)  # n_clusters estimated"),
     ("code", "sorted((set(adata.obsm) | set(adata.obsp) | set(adata.obs)) - before)"),
