@@ -103,32 +103,11 @@ class CellOntology:
 
     def ancestors(self, term: str, max_steps: int | None = None) -> dict[str, int]:
         """Ancestors (is_a, within CL) with their distance in steps."""
-        out: dict[str, int] = {}
-        frontier, step = [term], 0
-        while frontier and (max_steps is None or step < max_steps):
-            step += 1
-            nxt = []
-            for t in frontier:
-                for p in self.parents.get(t, ()):
-                    if p not in out:
-                        out[p] = step
-                        nxt.append(p)
-            frontier = nxt
-        return out
+        return _walk(term, self.parents, max_steps)
 
     def descendants(self, term: str, max_steps: int | None = None) -> dict[str, int]:
-        out: dict[str, int] = {}
-        frontier, step = [term], 0
-        while frontier and (max_steps is None or step < max_steps):
-            step += 1
-            nxt = []
-            for t in frontier:
-                for c in self.children.get(t, ()):
-                    if c not in out:
-                        out[c] = step
-                        nxt.append(c)
-            frontier = nxt
-        return out
+        """Descendants (is_a, within CL) with their distance in steps."""
+        return _walk(term, self.children, max_steps)
 
 
 @lru_cache(maxsize=1)
@@ -445,3 +424,19 @@ def collect_markers(
     if "cellconsensus" in sources:
         links += consensus_markers(terms, n_top=n_consensus)
     return marker_table(links)
+
+
+def _walk(term: str, edges: dict[str, list[str]], max_steps: int | None) -> dict[str, int]:
+    """Breadth-first walk from ``term`` along ``edges``: each reached term with its distance."""
+    out: dict[str, int] = {}
+    frontier, step = [term], 0
+    while frontier and (max_steps is None or step < max_steps):
+        step += 1
+        nxt = []
+        for t in frontier:
+            for u in edges.get(t, ()):
+                if u not in out:
+                    out[u] = step
+                    nxt.append(u)
+        frontier = nxt
+    return out
