@@ -27,6 +27,9 @@ _ENCODER_CAP = 512  # default cap of the context for encoder models
 _DECODER_CAP = 2048  # default cap of the context for decoder LMs
 
 
+# Own pooling rather than sentence-transformers: one code path serves encoders and decoder
+# LMs (which sentence-transformers does not pool) and embeds chunked long texts from token ids;
+# tests/test_encoders.py checks it against SentenceTransformer on the default model.
 class TextEncoder:
     """A frozen text model that turns texts into L2-normalised vectors.
 

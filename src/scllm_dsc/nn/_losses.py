@@ -164,6 +164,8 @@ def kl_target(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return F.kl_div(torch.log(q.clamp_min(1e-12)), p, reduction="batchmean")
 
 
+# Kept instead of scvi.distributions.NegativeBinomial.log_prob: lgamma only on the non-zero
+# counts (most are zero); tests/test_model.py checks it equals scvi's up to lgamma(x + 1).
 def nb_nll(
     x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8
 ) -> torch.Tensor:
