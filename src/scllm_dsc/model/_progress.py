@@ -10,6 +10,7 @@ real warnings about the data) still goes through.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,11 +83,11 @@ class StageProgressBar(ProgressBar):
         self.stage = stage
 
     def init_train_tqdm(self, trainer):  # noqa: D102 - Lightning hook
-        from scvi.utils import track
+        from tqdm.auto import tqdm
 
-        return track(
-            None, total=trainer.max_epochs, description=self.stage, style="tqdm",
-            disable=self.is_disabled,
+        # stderr, like scanpy's log and the embedding bars: stdout stays the caller's
+        return tqdm(
+            total=trainer.max_epochs, desc=self.stage, disable=self.is_disabled, file=sys.stderr
         )
 
     def on_train_epoch_start(self, trainer, pl_module):  # noqa: D102 - Lightning hook
