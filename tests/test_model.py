@@ -116,7 +116,7 @@ def test_target_refresh_schedule(adata, monkeypatch, update_interval, expected):
 def test_default_steps():
     """The 20-epoch floor is capped in steps: small data keeps whole epochs, large data a
     fixed budget."""
-    from scllm_dsc.model import default_epochs, default_steps
+    from scllm_dsc.model._scllmdsc import default_epochs, default_steps
 
     assert default_steps(2140) == 8 * default_epochs(2140) == 600
     assert default_steps(8684) == 33 * 20  # whole epochs below ~12,800 cells

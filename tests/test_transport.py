@@ -49,7 +49,7 @@ def test_planted_900_100_20_recovered_from_a_split_start(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_planted_900_100_20_kept_from_a_correct_start(seed):
-    """The default marginals keep a correct partition of very unequal sizes (a target with
+    """Estimated marginals keep a correct partition of very unequal sizes (a target with
     equal marginals would move cells of the 900 into the 20)."""
     z, y = _planted(seed)
     labels = _fit(z, MEANS.clone(), "estimated")
@@ -61,7 +61,7 @@ def test_target_marginals_are_the_stated_ones():
     torch.manual_seed(0)
     n, k = 400, 4
     q = student_t_q(torch.randn(n, 5, dtype=torch.float64), torch.randn(k, 5, dtype=torch.float64))
-    p = sinkhorn_target(q, n_iter=200)
+    p = sinkhorn_target(q, n_iter=200, marginals="estimated")
     torch.testing.assert_close(p.sum(1), torch.ones(n, dtype=q.dtype))
     pi = _mixture_proportions(5.0 * torch.log(q), floor=1e-3 / k)
     torch.testing.assert_close(p.sum(0), n * pi, rtol=1e-3, atol=1e-3)
@@ -85,7 +85,7 @@ def test_proportions_recover_planted_weights_and_floor():
     log_q = torch.log(student_t_q(z, MEANS))
     pi = _mixture_proportions(5.0 * log_q)  # the target's kernel: the planted sizes
     np.testing.assert_allclose(pi.numpy(), np.asarray(SIZES) / sum(SIZES), atol=0.01)
-    pi = _mixture_proportions(1.5 * log_q)  # the default's broader kernel: same order
+    pi = _mixture_proportions(1.5 * log_q)  # the broader kernel's option: same order
     assert pi[0] > pi[1] > pi[2] > 0
     # an empty component keeps at least the floor
     mu = torch.cat([MEANS, torch.tensor([[50.0, 50.0]], dtype=torch.float64)])

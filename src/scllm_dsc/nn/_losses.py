@@ -99,7 +99,7 @@ def sinkhorn_target(
     n_iter: int = 50,
     min_size: float = 1e-3,
     *,
-    marginals: Literal["estimated", "hard"] = "estimated",
+    marginals: Literal["estimated", "hard"] = "hard",
     prior: torch.Tensor | None = None,
     reg_marginal: float | None = None,
     proportion_power: float | None = None,
@@ -109,19 +109,18 @@ def sinkhorn_target(
     The target ``P`` (n x k) is the transport plan of the kernel ``K = q**power`` with row
     marginals 1 (each cell's target is a distribution) and column marginals ``n * pi``.
 
-    ``marginals="estimated"`` (default): ``pi`` are the mixing proportions that maximise the
+    ``marginals="estimated"``: ``pi`` are the mixing proportions that maximise the
     likelihood of the kernel ``q**proportion_power`` (EM on the weights with the components
     fixed, :func:`_mixture_proportions`; default power: ``power``), each floored at
     ``min_size / k``. They are estimated from the soft assignments rather than copied from
-    the current hard cluster sizes. With the target's own kernel they follow the current
-    partition's soft sizes, so this does not undo a bad split by itself (the centre
-    initialisation's job). A broader kernel (``proportion_power=1.5``) lets EM give the
-    weight of two centres that share one population to one of them, which undoes a split
+    the current hard cluster sizes. A broader kernel (``proportion_power=1.5``) lets EM give
+    the weight of two centres that share one population to one of them, which undoes a split
     (the tests: planted 900/100/20 clusters from a start that splits the 900) but starves
-    small clusters: in ``sd.tl.cluster`` on PBMC68k (seed 0, true k = 10) it emptied 7 of
-    10 clusters, so it is not the default.
-    ``marginals="hard"``: ``pi`` are the current hard cluster sizes (argmax of ``q``), floored
-    at ``min_size`` of the mean size (the behaviour before estimated marginals).
+    small clusters. EM on the weights can also hand one component all the mass when the
+    latent is not yet separated (in the model on planted synthetic counts: one cluster for
+    three), so this is an option, not the default; the benchmarks page has the measurements.
+    ``marginals="hard"`` (default): ``pi`` are the current hard cluster sizes (argmax of
+    ``q``), floored at ``min_size`` of the mean size.
 
     ``prior`` (k,) and ``reg_marginal`` turn the column constraint into a KL penalty
     (unbalanced transport): the column marginals of ``P`` are pulled towards ``n * prior``
