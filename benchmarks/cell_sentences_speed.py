@@ -3,7 +3,8 @@
 Embeds the sentences (top 100 genes) of ``--n-cells`` cells drawn at random from a dataset
 with an empty embedding cache per run; the model is loaded before the clock starts. Reports
 cells/s of wall time and of process CPU time (on a machine shared with other jobs the
-CPU-time rate is what one uncontended thread would give) and, for int8, the cosine of each cell's embedding to the float32 one.
+CPU-time rate is what one uncontended thread would give) and, for int8, the cosine of each
+cell's embedding to the float32 one.
 
 Usage::
 
@@ -45,7 +46,8 @@ def main(argv=None):
     adata = adata[np.sort(rng.choice(adata.n_obs, args.n_cells, replace=False))].copy()
     ref = None
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
-    print("threads | weights | cells/s (wall) | cells per CPU-s | tokens/cell | chunks/cell | min / mean cosine to fp32")
+    print("threads | weights | cells/s (wall) | cells per CPU-s | tokens/cell | chunks/cell "
+          "| min / mean cosine to fp32")
     for quantize in (False, True):
         for threads in args.threads:
             torch.set_num_threads(threads)

@@ -79,8 +79,9 @@ def cell_sentences(
     genes characteristic of the cell (in practice: rare genes detected with one or two
     counts). Measured with ``benchmarks/semantic_view.py`` (5-fold 15-NN accuracy of
     ``obs["cell_type"]`` on the embedded sentences, all-MiniLM-L6-v2, 600 cells each; the
-    numbers are on the benchmarks page), expression order is clearly better. Sampling noise of low counts decides the specificity
-    order, so it stays an option and ``"expression"`` is the default.
+    numbers are on the benchmarks page), expression order is clearly better. Sampling noise
+    of low counts decides the specificity order, so it stays an option and ``"expression"``
+    is the default.
 
     Parameters
     ----------

@@ -10,7 +10,14 @@ from scipy import sparse
 
 from .._constants import DEFAULT_MODEL, Key
 from .._docs import inject_docs
-from .._utils import counts_hint, get_matrix, iter_row_chunks, l2_normalize, resolve_adata, top_k_per_row
+from .._utils import (
+    counts_hint,
+    get_matrix,
+    iter_row_chunks,
+    l2_normalize,
+    resolve_adata,
+    top_k_per_row,
+)
 from ._semantic import check_expression, gene_names, gene_stats, idf_weights, normalize_block
 
 
@@ -103,8 +110,9 @@ def embed_genes(
     Defaults were chosen by the mean 5-fold 15-NN accuracy of the labelled cell type on
     three of the shared datasets (``benchmarks/semantic_view.py``; the numbers, including
     the random-gene-vector control, are on the benchmarks page): plain weights scored
-    highest, so all three options are off by default; they remain available because they can help clustering-type use (section 9 of
-    the method notes saw a strong common direction hurt ARI).
+    highest, so all three options are off by default; they remain available because they
+    can help clustering-type use (section 9 of the method notes saw a strong common
+    direction hurt ARI).
 
     Parameters
     ----------
