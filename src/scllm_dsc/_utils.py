@@ -161,6 +161,22 @@ def counts_hint(adata, layer: str | None = None) -> str:
     )
 
 
+def require_counts(adata, layer: str | None, who: str):
+    """The expression matrix of ``adata`` (``X`` or ``layer``), checked to hold raw counts.
+
+    Raises a :class:`ValueError` that starts with ``who`` and says where counts are
+    (:func:`counts_hint`) when the values are not non-negative integers.
+    """
+    X = get_matrix(adata, layer)
+    check_values(X, layer)
+    if not looks_like_counts(X):
+        raise ValueError(
+            f"{who} needs raw counts (non-negative integers; pass `layer=` with them): "
+            + counts_hint(adata, layer)
+        )
+    return X
+
+
 class TopK(NamedTuple):
     """The top entries of each row, CSR style: row ``i`` owns ``indptr[i]:indptr[i+1]``.
 

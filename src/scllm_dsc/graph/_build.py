@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from scipy import sparse
 
-from .._utils import check_values, counts_hint, get_matrix, looks_like_counts, to_csr
+from .._utils import get_matrix, require_counts, to_csr
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -165,12 +165,7 @@ def build_graph(
         )
     if n_vars < 2:
         raise ValueError(f"Need at least 2 genes to build a cell graph, got {n_vars}.")
-    check_values(X, layer)
-    if not looks_like_counts(X):
-        raise ValueError(
-            "The cell graph is built from raw counts (pass `layer=` with them): "
-            + counts_hint(adata, layer)
-        )
+    require_counts(adata, layer, "The cell graph")
     X = to_csr(X, np.float32, copy=True)  # normalised in place below
     tmp = ad.AnnData(X)
     sc.pp.normalize_total(tmp, target_sum=target_sum)

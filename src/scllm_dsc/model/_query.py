@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
-from .._utils import check_values, get_matrix, looks_like_counts, to_csr
+from .._utils import require_counts, to_csr
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -75,13 +75,7 @@ def cell_reference(
 
 def query_pca(adata: AnnData, layer: str | None, ref: dict) -> np.ndarray:
     """The query cells in the reference's scaled PCA space (cells x n_pcs, float32)."""
-    X = get_matrix(adata, layer)
-    check_values(X, layer)
-    if not looks_like_counts(X):
-        raise ValueError(
-            "The query's expression matrix does not look like raw counts; pass the raw "
-            f"counts (layer {layer!r}, as when the reference was set up)."
-        )
+    X = require_counts(adata, layer, "Mapping query cells (same layer as the reference's)")
     genes = np.asarray(ref["genes"], dtype=str)
     pos = adata.var_names.get_indexer(genes)
     missing = pos < 0

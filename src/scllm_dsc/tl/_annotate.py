@@ -13,6 +13,7 @@ from .._constants import Key
 from .._docs import inject_docs
 from .._utils import get_matrix, l2_normalize, looks_like_counts
 from ._candidates import ontology_candidates, user_candidates
+from ._semantic import normalize_block
 
 
 def _check_inputs(adata, key: str, gene_key: str) -> None:
@@ -39,21 +40,24 @@ def _check_inputs(adata, key: str, gene_key: str) -> None:
 
 def _log_normalised(adata, layer: str | None):
     """A log1p(library-size-normalised) copy of the expression (cells x genes, CSR)."""
-    X = get_matrix(adata, layer)
-    X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
-    if looks_like_counts(X):
-        lib = np.asarray(X.sum(1)).ravel()
-        scale = np.divide(1e4, lib, out=np.zeros_like(lib, dtype=np.float64), where=lib > 0)
-        X = sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ X)
-        X.data = np.log1p(X.data)
-    else:
+    X = sparse.csr_matrix(get_matrix(adata, layer), dtype=np.float32)
+    is_counts = looks_like_counts(X)
+    if not is_counts:
         if X.nnz and X.data.min() < 0:
             raise ValueError(
                 "The expression matrix has negative values (scaled data?). Pass `layer=` "
                 "naming raw counts or log-normalised expression."
             )
         logg.info("    expression does not look like counts; used as log-normalised")
-    return X
+    return sparse.csr_matrix(normalize_block(X, is_counts), dtype=np.float32)
+
+
+def _cluster_groups(adata, key: str):
+    """``adata.obs[key]`` as a categorical without unused categories; every cell labelled."""
+    groups = adata.obs[key]
+    if groups.isna().any():
+        raise ValueError(f"adata.obs[{key!r}] has missing values; label every cell.")
+    return groups.astype("category").cat.remove_unused_categories()
 
 
 def _rank_weights(n: int) -> np.ndarray:
@@ -204,10 +208,7 @@ def _similarity_annotation(
     if not 0.0 <= marker_weight <= 1.0:
         raise ValueError("`marker_weight` must lie in [0, 1].")
 
-    groups = ad.obs[key]
-    if groups.isna().any():
-        raise ValueError(f"adata.obs[{key!r}] has missing values; label every cell.")
-    groups = groups.astype("category").cat.remove_unused_categories()
+    groups = _cluster_groups(ad, key)
     names = [str(c) for c in groups.cat.categories]
     codes = groups.cat.codes.to_numpy()
 
@@ -453,10 +454,7 @@ def marker_annotation(
     )
     from ..knowledge._species import infer_species
 
-    groups = ad.obs[key]
-    if groups.isna().any():
-        raise ValueError(f"adata.obs[{key!r}] has missing values; label every cell.")
-    groups = groups.astype("category").cat.remove_unused_categories()
+    groups = _cluster_groups(ad, key)
     clusters = [str(c) for c in groups.cat.categories]
     codes = groups.cat.codes.to_numpy()
     if species is None:

@@ -11,14 +11,7 @@ from scipy import sparse
 
 from .._constants import Key
 from .._docs import inject_docs
-from .._utils import (
-    check_values,
-    counts_hint,
-    get_matrix,
-    looks_like_counts,
-    resolve_adata,
-    to_csr,
-)
+from .._utils import get_matrix, require_counts, resolve_adata, to_csr
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -222,13 +215,7 @@ def cluster(
                 f"`n_clusters`={n_clusters} must be smaller than the number of cells "
                 f"(n_obs={adata.n_obs}); pass fewer clusters or `n_clusters=None`."
             )
-    X = get_matrix(adata, layer)
-    check_values(X, layer)
-    if not looks_like_counts(X):
-        raise ValueError(
-            "sd.tl.cluster needs raw counts (non-negative integers; pass `layer=` with "
-            f"them): {counts_hint(adata, layer)}"
-        )
+    X = require_counts(adata, layer, "sd.tl.cluster")
 
     # --- semantic view (computed on a stand-in; written at the end)
     semantic, new_semantic = {}, {}
