@@ -16,47 +16,34 @@ from .._utils import get_matrix, require_counts, resolve_adata, to_csr
 if TYPE_CHECKING:
     from anndata import AnnData
 
-_SEMANTIC_TOOLS = {
-    Key.X_GENE_TEXT: "embed_genes",
-    Key.X_CELL_SENTENCE: "cell_sentences",
-}
-
-
-def _compute_semantic(adata: AnnData, layer: str | None, missing: list[str]) -> dict:
-    """Compute missing semantic embeddings on a lightweight stand-in of ``adata``.
-
-    Returns ``{obsm_key: array}``; raises a clear error naming the call to run if a tool is
-    unavailable or fails.
-    """
+def _compute_gene_text(adata: AnnData, layer: str | None) -> np.ndarray:
+    """Path 1 (``obsm["X_gene_text"]``) with :func:`~scllm_dsc.tl.embed_genes`' defaults, on a
+    lightweight stand-in of ``adata``; a clear error naming the call to run if it fails."""
     import anndata as ad
 
-    from . import cell_sentences, embed_genes
+    from . import embed_genes
 
-    tools = {"embed_genes": embed_genes, "cell_sentences": cell_sentences}
+    key = Key.X_GENE_TEXT
     X = get_matrix(adata, layer)
     if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
         X = to_csr(X)  # backed: read into memory once
     work = ad.AnnData(X=X, obs=adata.obs[[]].copy(), var=adata.var.copy())
-    out = {}
-    for key in missing:
-        name = _SEMANTIC_TOOLS[key]
-        call = f"sd.tl.{name}(adata{'' if layer is None else f', layer={layer!r}'})"
-        try:
-            logg.info(f"`adata.obsm[{key!r}]` is missing; computing it with `{call}`")
-            tools[name](work)
-        except Exception as e:  # noqa: BLE001 - re-raised with the call to run
-            raise RuntimeError(
-                f"`adata.obsm[{key!r}]` (semantic view) is missing and computing it with "
-                f"defaults failed ({type(e).__name__}: {e}). Run `{call}` yourself (see its "
-                "options), or pass `use_semantic=False` to cluster on the structural view alone."
-            ) from e
-        if key not in work.obsm:
-            raise RuntimeError(
-                f"`{call}` did not write `adata.obsm[{key!r}]`. Run it yourself, or pass "
-                "`use_semantic=False`."
-            )
-        out[key] = np.asarray(work.obsm[key], dtype=np.float32)
-    return out
+    call = f"sd.tl.embed_genes(adata{'' if layer is None else f', layer={layer!r}'})"
+    try:
+        logg.info(f"`adata.obsm[{key!r}]` is missing; computing it with `{call}`")
+        embed_genes(work)
+    except Exception as e:  # noqa: BLE001 - re-raised with the call to run
+        raise RuntimeError(
+            f"`adata.obsm[{key!r}]` (semantic view) is missing and computing it with "
+            f"defaults failed ({type(e).__name__}: {e}). Run `{call}` yourself (see its "
+            "options), or pass `use_semantic=False` to cluster on the structural view alone."
+        ) from e
+    if key not in work.obsm:
+        raise RuntimeError(
+            f"`{call}` did not write `adata.obsm[{key!r}]`. Run it yourself, or pass "
+            "`use_semantic=False`."
+        )
+    return np.asarray(work.obsm[key], dtype=np.float32)
 
 
 def _relabel_by_size(labels: np.ndarray, proba: np.ndarray):
@@ -237,11 +224,11 @@ def cluster(
                 "embeds one sentence per cell)."
             )
         missing = [k for k in keys if k not in adata.obsm]
-        unknown = [k for k in missing if k not in _SEMANTIC_TOOLS]
+        unknown = [k for k in missing if k != Key.X_GENE_TEXT]
         if unknown:
             raise KeyError(f"`adata.obsm` has no semantic embedding {unknown}.")
         if missing:
-            new_semantic = _compute_semantic(adata, layer, missing)
+            new_semantic = {Key.X_GENE_TEXT: _compute_gene_text(adata, layer)}
         for k in keys:
             emb = new_semantic[k] if k in new_semantic else np.asarray(adata.obsm[k])
             if emb.shape[0] != adata.n_obs:
