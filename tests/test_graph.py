@@ -93,3 +93,49 @@ def test_knn_transformer_returns_csr_matrix():
     # approximate search on 200 points finds (nearly) the exact neighbours
     overlap = (K.multiply(exact) > 0).sum() / exact.nnz
     assert overlap > 0.95
+
+
+@pytest.mark.parametrize("exact_max", [10_000, 100])
+def test_neighbors_exact_and_approximate_paths_share_layout(monkeypatch, exact_max):
+    """Exact search up to EXACT_KNN_MAX_CELLS, pynndescent above: same distances layout
+    (n_neighbors - 1 other cells per row, no self edges) and (nearly) the same neighbours."""
+    import anndata as ad
+
+    from scllm_dsc.graph import _build
+
+    X = np.random.default_rng(1).normal(size=(400, 8)).astype(np.float32)
+    a = ad.AnnData(np.zeros((400, 0), dtype=np.float32))
+    a.obsm["z"] = X
+    monkeypatch.setattr(_build, "EXACT_KNN_MAX_CELLS", exact_max)
+    _build.neighbors(a, n_neighbors=10, use_rep="z")
+    D = sparse.csr_matrix(a.obsp["distances"])
+    assert np.all(np.diff(D.indptr) == 9) and np.all(D.diagonal() == 0)
+    C = a.obsp["connectivities"]
+    assert abs(C - C.T).max() < 1e-6
+    from sklearn.neighbors import NearestNeighbors
+
+    _, idx = NearestNeighbors(n_neighbors=10).fit(X).kneighbors(X)
+    truth = sparse.csr_matrix((np.ones(400 * 9), (np.repeat(np.arange(400), 9),
+                                                  idx[:, 1:].ravel())), shape=(400, 400))
+    overlap = (D.multiply(truth) > 0).sum() / truth.nnz
+    assert overlap == 1.0 if exact_max > 400 else overlap > 0.95
+
+
+def test_pca_fitted_on_a_subsample_projects_all_cells(monkeypatch, small):
+    """Above PCA_FIT_MAX_CELLS the PCA is fitted on a subsample; every cell is projected with
+    the stored centre and loadings (the formula query mapping relies on)."""
+    from scllm_dsc.graph import _build
+
+    monkeypatch.setattr(_build, "PCA_FIT_MAX_CELLS", 200)
+    g = _build.build_graph(small, n_neighbors=10, n_pcs=10, n_top_genes=200)
+    assert g.pca.shape == (small.n_obs, 10)
+    # library size over all genes, as build_graph normalises before selecting genes
+    tot = np.asarray(small.X.sum(1)).ravel()
+    hv = sparse.csr_matrix(small.X)[:, g.highly_variable].toarray()
+    xh = np.log1p(hv * (1e4 / tot)[:, None])
+    np.testing.assert_allclose(g.pca, (xh - g.pca_mean) @ g.pca_loadings, atol=1e-3)
+    monkeypatch.setattr(_build, "PCA_FIT_MAX_CELLS", 10**9)
+    ref = _build.build_graph(small, n_neighbors=10, n_pcs=10, n_top_genes=200)
+    # the leading components of a 200-cell fit span nearly the same space as the full fit
+    cos = np.abs((g.pca_loadings[:, :3] * ref.pca_loadings[:, :3]).sum(0))
+    assert cos.min() > 0.9

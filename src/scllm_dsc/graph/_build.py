@@ -75,17 +75,25 @@ def knn_transformer(n_neighbors: int, random_state: int = 0):
     return _CSRNNDescent(n_neighbors=n_neighbors, random_state=random_state)
 
 
+# Exact (brute-force) kNN up to this many cells, pynndescent above. Brute force costs
+# O(n^2 d) but needs no JIT compilation; pynndescent's first call in a process compiles
+# for about 30 s on a 2-core machine, which exact search only exceeds near 100k cells
+# (benchmarks/scale.py; docs/benchmarks.md).
+EXACT_KNN_MAX_CELLS = 50_000
+
+
 def neighbors(adata, n_neighbors: int, use_rep: str, random_state: int = 0, **kwargs) -> None:
     """:func:`scanpy.pp.neighbors` that works on any size (see :func:`knn_transformer`).
 
-    Exact search below 8192 cells (scanpy's own default for Euclidean distances), pynndescent
-    above; in both cases ``obsp["distances"]`` holds the ``n_neighbors - 1`` nearest other
-    cells per row, as scanpy's exact path does.
+    Exact search (scikit-learn's brute force, scanpy's ``transformer="sklearn"``) up to
+    :data:`EXACT_KNN_MAX_CELLS` cells, pynndescent above; in both cases
+    ``obsp["distances"]`` holds the ``n_neighbors - 1`` nearest other cells per row, as
+    scanpy's exact path does.
     """
     import scanpy as sc
 
-    big = adata.n_obs >= 8192
-    transformer = knn_transformer(n_neighbors, random_state) if big else None
+    big = adata.n_obs > EXACT_KNN_MAX_CELLS
+    transformer = knn_transformer(n_neighbors, random_state) if big else "sklearn"
     sc.pp.neighbors(
         adata,
         n_neighbors=n_neighbors,
@@ -115,6 +123,30 @@ def _keep_nearest(D, k: int) -> sparse.csr_matrix:
     )
 
 
+# Above this many cells the PCA is fitted on a random subsample of this size and all cells
+# are projected onto it (ARPACK's time grows faster than linearly in the number of cells).
+PCA_FIT_MAX_CELLS = 200_000
+
+
+def _pca(tmp, n_comps: int, random_state: int) -> None:
+    """:func:`scanpy.pp.pca` on ``tmp`` (in place), fitted on at most
+    :data:`PCA_FIT_MAX_CELLS` cells drawn at random; the others are projected."""
+    import scanpy as sc
+
+    if tmp.n_obs <= PCA_FIT_MAX_CELLS:
+        sc.pp.pca(tmp, n_comps=n_comps, random_state=random_state)
+        return
+    rng = np.random.default_rng(random_state)
+    fit = np.sort(rng.choice(tmp.n_obs, PCA_FIT_MAX_CELLS, replace=False))
+    sub = tmp[fit].copy()
+    sc.pp.pca(sub, n_comps=n_comps, random_state=random_state)
+    loadings = np.asarray(sub.varm["PCs"], dtype=np.float32)
+    mean = np.asarray(sub.X.mean(0), dtype=np.float32).ravel()
+    tmp.obsm["X_pca"] = np.asarray(tmp.X @ loadings, dtype=np.float32) - mean @ loadings
+    tmp.varm["PCs"] = loadings
+    tmp.uns["pca"] = {**sub.uns["pca"], "mean": mean}
+
+
 def build_graph(
     adata: AnnData,
     layer: str | None = None,
@@ -128,8 +160,10 @@ def build_graph(
     """Sparse kNN cell graph from the PCA of log-normalised highly variable genes.
 
     The counts are library-size normalised and log1p transformed on a private copy; the
-    highly variable genes are selected (Seurat flavour), the PCA computed, and the kNN graph
-    found with :func:`scanpy.pp.neighbors` (pynndescent / exact for small data). Nothing is
+    highly variable genes are selected (Seurat flavour), the PCA computed (fitted on a random
+    subsample of :data:`PCA_FIT_MAX_CELLS` cells above that size, all cells projected), and
+    the kNN graph found with :func:`scanpy.pp.neighbors` (exact up to
+    :data:`EXACT_KNN_MAX_CELLS` cells, pynndescent above). Nothing is
     written to ``adata``; memory is linear in the number of cells (no dense cells x cells).
 
     Parameters
@@ -177,7 +211,7 @@ def build_graph(
     else:
         hvg = np.ones(n_vars, dtype=bool)
     n_comps = int(min(n_pcs, tmp.n_obs - 1, tmp.n_vars - 1))
-    sc.pp.pca(tmp, n_comps=n_comps, random_state=random_state)
+    _pca(tmp, n_comps, random_state)
     k = int(min(n_neighbors, n_obs - 1))
     neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
     params = {
@@ -198,7 +232,7 @@ def build_graph(
         np.asarray(
             tmp.varm["PCs"] * np.sqrt(tmp.uns["pca"]["variance"])[None, :], dtype=np.float32
         ),
-        np.asarray(tmp.X.mean(0), dtype=np.float32).ravel(),
+        np.asarray(tmp.uns["pca"].get("mean", tmp.X.mean(0)), dtype=np.float32).ravel(),
         np.asarray(tmp.varm["PCs"], dtype=np.float32),
     )
 

@@ -108,7 +108,9 @@ def reference_neighbours(
     ref_pca: np.ndarray, query: np.ndarray, k: int, random_state: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest reference cells of each query cell: (indices int64, distances)."""
-    if ref_pca.shape[0] >= 8192:
+    from ..graph._build import EXACT_KNN_MAX_CELLS
+
+    if ref_pca.shape[0] > EXACT_KNN_MAX_CELLS:
         import scanpy as sc
         from pynndescent import NNDescent
 

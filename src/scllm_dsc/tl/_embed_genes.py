@@ -238,7 +238,10 @@ def embed_genes(
     Gp, proc = process_gene_vectors(G_found, center=center, n_remove_pcs=n_remove_pcs)
     gene_weight = idf_weights(frac_expr[idx], X.shape[0]) if idf else None
     W = cell_text_weights(X, idx, int(n_top_genes), is_counts=is_counts, gene_weight=gene_weight)
-    Z = l2_normalize(np.asarray(W @ Gp)).astype(np.float32)
+    Gp32 = np.asarray(Gp, dtype=np.float32)
+    Z = np.empty((W.shape[0], Gp32.shape[1]), dtype=np.float32)
+    for start, stop, block in iter_row_chunks(W, 65_536):  # float32, one block at a time
+        Z[start:stop] = l2_normalize(np.asarray(block.astype(np.float32) @ Gp32))
     n_empty = int((np.asarray(W.getnnz(1)) == 0).sum())
     if n_empty:
         logg.warning(f"{n_empty} cells express no gene with text; their embedding is zero.")
