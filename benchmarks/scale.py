@@ -75,8 +75,13 @@ def run_stages(adata, genetext: Path, sentence_cells: int | None, random_state: 
     rows.append(("gene-text cell embedding (Path 1, cached gene vectors)", p))
     n2 = adata.n_obs if sentence_cells is None else min(sentence_cells, adata.n_obs)
     sample = adata if n2 == adata.n_obs else adata[:n2].copy()
-    with measure() as p:
+    import tempfile
+
+    cache = sd.settings.cache_dir
+    with tempfile.TemporaryDirectory() as empty, measure() as p:
+        sd.settings.cache_dir = empty  # computed, never read from an earlier run's cache
         sd.tl.cell_sentences(sample)
+    sd.settings.cache_dir = cache
     label = "cell sentences built and embedded (Path 2)"
     rows.append((label if n2 == adata.n_obs else f"{label}, {n2:,} cells: "
                  f"{n2 / p.seconds:.1f} cells/s", p))

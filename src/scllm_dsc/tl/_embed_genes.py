@@ -44,7 +44,7 @@ def process_gene_vectors(
     return l2_normalize(G), info
 
 
-def cell_text_weights(
+def iter_cell_text_weights(
     X,
     genes: np.ndarray,
     n_top_genes: int,
@@ -52,23 +52,28 @@ def cell_text_weights(
     is_counts: bool = True,
     gene_weight: np.ndarray | None = None,
     chunk_size: int = 4096,
-) -> sparse.csr_matrix:
-    """Per-cell weights over ``genes`` (column indices of ``X``): top ``n_top_genes`` by
-    log1p-normalised expression, times ``gene_weight``, summing to one (cells x len(genes))."""
-    parts = []
+):
+    """Yield ``(start, stop, W)`` over row blocks: each cell's weights over ``genes`` (column
+    indices of ``X``), its top ``n_top_genes`` by log1p-normalised expression, times
+    ``gene_weight``, summing to one (rows without such a gene stay zero). One block in
+    memory at a time."""
     m = len(genes)
-    for _, _, block in iter_row_chunks(X, chunk_size):
+    for start, stop, block in iter_row_chunks(X, chunk_size):
         norm = normalize_block(block, is_counts)[:, genes]
         top = top_k_per_row(norm, n_top_genes)
         vals = top.values.astype(np.float64)
         if gene_weight is not None:
             vals = vals * gene_weight[top.indices]
         W = sparse.csr_matrix((vals, top.indices, top.indptr), shape=(norm.shape[0], m))
-        parts.append(W)
-    W = sparse.vstack(parts).tocsr() if parts else sparse.csr_matrix((0, m))
-    rowsum = np.asarray(W.sum(1)).ravel()
-    scale = np.divide(1.0, rowsum, out=np.zeros_like(rowsum), where=rowsum > 0)
-    return sparse.csr_matrix(sparse.diags(scale) @ W)
+        rowsum = np.asarray(W.sum(1)).ravel()
+        scale = np.divide(1.0, rowsum, out=np.zeros_like(rowsum), where=rowsum > 0)
+        yield start, stop, sparse.csr_matrix(sparse.diags(scale) @ W)
+
+
+def cell_text_weights(X, genes: np.ndarray, n_top_genes: int, **kwargs) -> sparse.csr_matrix:
+    """All cells' weights of :func:`iter_cell_text_weights` as one matrix (cells x len(genes))."""
+    parts = [W for _, _, W in iter_cell_text_weights(X, genes, n_top_genes, **kwargs)]
+    return sparse.vstack(parts).tocsr() if parts else sparse.csr_matrix((0, len(genes)))
 
 
 @inject_docs()
@@ -237,12 +242,14 @@ def embed_genes(
 
     Gp, proc = process_gene_vectors(G_found, center=center, n_remove_pcs=n_remove_pcs)
     gene_weight = idf_weights(frac_expr[idx], X.shape[0]) if idf else None
-    W = cell_text_weights(X, idx, int(n_top_genes), is_counts=is_counts, gene_weight=gene_weight)
     Gp32 = np.asarray(Gp, dtype=np.float32)
-    Z = np.empty((W.shape[0], Gp32.shape[1]), dtype=np.float32)
-    for start, stop, block in iter_row_chunks(W, 65_536):  # float32, one block at a time
-        Z[start:stop] = l2_normalize(np.asarray(block.astype(np.float32) @ Gp32))
-    n_empty = int((np.asarray(W.getnnz(1)) == 0).sum())
+    Z = np.empty((X.shape[0], Gp32.shape[1]), dtype=np.float32)
+    n_empty = 0
+    for start, stop, W in iter_cell_text_weights(
+        X, idx, int(n_top_genes), is_counts=is_counts, gene_weight=gene_weight
+    ):
+        Z[start:stop] = l2_normalize(np.asarray(W.astype(np.float32) @ Gp32))
+        n_empty += int((np.asarray(W.getnnz(1)) == 0).sum())
     if n_empty:
         logg.warning(f"{n_empty} cells express no gene with text; their embedding is zero.")
 
