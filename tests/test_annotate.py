@@ -182,8 +182,11 @@ def test_within_preset_and_unknown_candidates(knowledge):
     res = _annotate(a, knowledge, candidates=None, within="CL:0000988")  # hematopoietic
     hemato = set(ontology_candidates("CL:0000988")["term_id"])
     assert set(res["ranking"]["term_id"]) <= hemato
+    # names in the dataset's style are rewritten and looked up in the ontology
+    res = _annotate(planted(), knowledge, candidates=["B cells", "CD14+ Monocytes", "B cell"])
+    assert set(res["ranking"]["term_id"]) <= {"CL:0000236", "CL:0001054"}
     with pytest.raises(ValueError, match="No candidate"):
-        _annotate(planted(), knowledge, candidates=["my odd cell", "another"])
+        _annotate(planted(), knowledge, candidates=[])
     with pytest.raises(ValueError, match="either"):
         _annotate(planted(), knowledge, within="immune")
 

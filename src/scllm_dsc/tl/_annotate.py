@@ -627,26 +627,32 @@ def _resolve_terms(candidates, within):
             "`candidates` is a list of names or CL ids; to pick Cell Ontology terms by a "
             "preset, id or label, use `within=`."
         )
+    from ..knowledge._ontology_names import match_cell_type_names
+
     cl = cell_ontology()
-    lookup: dict[str, str] = {}
-    for t in cl.label:
-        for n in (cl.label[t], *cl.synonyms.get(t, [])):
-            lookup.setdefault(n.lower(), t)
-    ids, names, unknown = [], {}, []
+    candidates = [str(c) for c in candidates]
+    by_id = [c for c in candidates if c.upper() in cl.label]
+    # names: label / synonym lookup after rewriting in the ontology's style, the language
+    # model as the bridge for the rest (its choice is logged, so the user can check it)
+    found = match_cell_type_names([c for c in candidates if c not in by_id], n_top=1)
+    bridged = found[found["route"] == "language model"]
+    if len(bridged):
+        logg.warning(
+            "candidates matched to Cell Ontology terms by the language model (check them, or "
+            "pass CL ids): " + "; ".join(
+                f"{r.name!r} -> {r.term_name} ({r.term_id}, cosine {r.score:.2f})"
+                for r in bridged.itertuples()
+            )
+        )
+    term_of = dict(zip(found["name"], found["term_id"], strict=True))
+    ids, names = [], {}
     for c in candidates:
-        c = str(c)
-        t = c.upper() if c.upper() in cl.label else lookup.get(c.lower())
-        if t is None:
-            unknown.append(c)
+        t = c.upper() if c in by_id else term_of.get(c, "")
+        if not t or t in ids:
             continue
         ids.append(t)
         if not c.upper().startswith("CL:"):
             names[t] = c
-    if unknown:
-        logg.warning(
-            f"candidates {unknown[:5]} are not Cell Ontology ids, labels or synonyms and have "
-            "no markers; they are left out (use `method='similarity'` for free-text names)"
-        )
     if len(ids) < 1:
         raise ValueError("No candidate is a Cell Ontology id, label or synonym.")
     return ids, names, False
@@ -702,9 +708,12 @@ def annotate_clusters(
     key
         Column of ``adata.obs`` with the cluster labels.
     candidates
-        Your own candidates: a list of Cell Ontology ids, labels or synonyms (names that are
-        none of these are left out with a warning). ``None``: Cell Ontology terms (see
-        ``within``).
+        Your own candidates: a list of Cell Ontology ids or cell type names. A name is
+        rewritten in the ontology's style (``"CD14+ Monocytes"`` -> ``"CD14-positive
+        monocyte"``) and looked up among labels and synonyms; one that is still not found is
+        matched to its closest term by the language model, helped by the markers the name
+        states (logged as a warning, so you can check it).
+        ``None``: Cell Ontology terms (see ``within``).
     within
         Subset of the Cell Ontology to draw candidates from: a preset (``"immune"``/
         ``"blood"``, ``"pancreas"``, ``"brain"``), a CL id or label (the term and its
