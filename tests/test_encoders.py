@@ -378,3 +378,22 @@ def test_shipped_default_vectors_equal_on_the_fly():
     assert shipped.stats["shipped"] == len(texts) and shipped.stats["embedded"] == 0
     B = fresh.encode(texts, show_progress=False)
     assert (A * B).sum(1).min() >= 0.999
+
+
+def test_every_summary_text_has_a_shipped_vector():
+    """docs/knowledge.md: all human and mouse summary/GO texts ship a default-model vector."""
+    import pandas as pd
+
+    from scllm_dsc.encoders import shipped_vectors
+    from scllm_dsc.encoders._precomputed import text_sha256, vectors_path
+
+    table = shipped_vectors()
+    if table is None:
+        pytest.skip("no shipped vectors in this checkout")
+    for species in ("human", "mouse"):
+        df = pd.read_csv(vectors_path().parent / f"{species}_gene_text.tsv.gz", sep="\t",
+                         usecols=["text", "text_source"], dtype=str, keep_default_na=False)
+        texts = set(df.loc[df.text_source != "name_only", "text"])
+        missing = [t for t in texts if text_sha256(t) not in table._index]
+        assert not missing, f"{len(missing)} {species} texts without a vector: {missing[:2]}"
+    assert (table.species == "mouse").sum() > 0
