@@ -27,6 +27,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="Zheng_sortedPBMC_2140")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hvg", type=int, default=None,
+                   help="keep only this many highly variable genes (of all cells) first, as "
+                        "sd.tl.cluster trains on its highly variable genes")
     args = p.parse_args(argv)
 
     import anndata as ad
@@ -40,6 +43,14 @@ def main(argv=None) -> None:
     truth = full.obs["cell_type"].to_numpy()
     k = full.obs["cell_type"].nunique()
     full.obs = full.obs[[]]
+    if args.hvg:
+        import scanpy as sc
+
+        tmp = full.copy()
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+        sc.pp.highly_variable_genes(tmp, n_top_genes=args.hvg, flavor="seurat")
+        full = full[:, tmp.var["highly_variable"].to_numpy()].copy()
     rng = np.random.default_rng(0)
     test = np.zeros(full.n_obs, dtype=bool)
     test[rng.choice(full.n_obs, full.n_obs // 5, replace=False)] = True
