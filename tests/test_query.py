@@ -120,6 +120,7 @@ def test_query_errors(reference):
 def test_zheng_holdout_agrees_with_all_cells(tmp_path):
     """Train on 80% of Zheng sorted PBMC, map the other 20%: their clusters agree with the
     clusters of a model trained on all cells (structural view; labels only to check k)."""
+    import scanpy as sc
     from sklearn.metrics import adjusted_rand_score
 
     import scllm_dsc as sd
@@ -127,6 +128,12 @@ def test_zheng_holdout_agrees_with_all_cells(tmp_path):
     full = read_dataset("Zheng_sortedPBMC_2140")
     k = full.obs["cell_type"].nunique()
     full.obs = full.obs[[]]
+    # the model trained on the highly variable genes, as sd.tl.cluster does (label-free)
+    tmp = full.copy()
+    sc.pp.normalize_total(tmp, target_sum=1e4)
+    sc.pp.log1p(tmp)
+    sc.pp.highly_variable_genes(tmp, n_top_genes=2000, flavor="seurat")
+    full = full[:, tmp.var["highly_variable"].to_numpy()].copy()
     rng = np.random.default_rng(0)
     test = np.zeros(full.n_obs, dtype=bool)
     test[rng.choice(full.n_obs, full.n_obs // 5, replace=False)] = True
@@ -145,7 +152,6 @@ def test_zheng_holdout_agrees_with_all_cells(tmp_path):
     query = sd.model.SCLLMDSC.load(tmp_path, adata=full[test].copy())
     ari = adjusted_rand_score(all_labels, query.predict())
     print(f"held-out ARI vs all cells: {ari:.3f}")
-    # issue 17 asks for 0.9: measured 0.959 on the training-scale branch alone, 0.853 on main
-    # after the merge with the other changes of that session (not yet explained); this bar
-    # guards the mapping itself, the gap to 0.9 is open work
-    assert ari >= 0.8
+    # measured 0.949 (benchmarks/query_agreement.py --hvg 2000); on all 8,863 genes two
+    # all-cells trainings agree only at 0.874 with each other, so that setting cannot reach 0.9
+    assert ari >= 0.9

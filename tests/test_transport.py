@@ -102,3 +102,19 @@ def test_target_keeps_device_and_dtype(dtype):
     torch.testing.assert_close(p.sum(1), torch.ones(60, dtype=dtype))
     with pytest.raises(ValueError, match="marginals"):
         sinkhorn_target(q, marginals="uniform")
+
+
+def test_blended_marginals_follow_the_confidence():
+    """'blended': hard sizes while Q is diffuse, the estimate once Q is sharp."""
+    z, y = _planted(0)
+    n = z.shape[0]
+    for scale, lo, hi in ((1e-3, 0.0, 0.05), (1.0, 0.0, 1.0)):
+        # scale shrinks the latent: a diffuse Q (confidence near 0) at 1e-3
+        q = student_t_q(z * scale, MEANS * scale)
+        c = float(((q.max(1).values.mean() - 1 / 3) / (2 / 3)).clamp(0, 1))
+        assert lo <= c <= hi
+        p = sinkhorn_target(q, n_iter=300, marginals="blended")
+        hard = torch.bincount(q.argmax(1), minlength=3).to(q.dtype).clamp_min(1.0)
+        est = _mixture_proportions(5.0 * torch.log(q), floor=1e-3 / 3)
+        want = n * (c * est + (1 - c) * hard / hard.sum())
+        torch.testing.assert_close(p.sum(0), want, rtol=1e-2, atol=1e-2)

@@ -99,7 +99,7 @@ def sinkhorn_target(
     n_iter: int = 50,
     min_size: float = 1e-3,
     *,
-    marginals: Literal["estimated", "hard"] = "hard",
+    marginals: Literal["estimated", "hard", "blended"] = "hard",
     prior: torch.Tensor | None = None,
     reg_marginal: float | None = None,
     proportion_power: float | None = None,
@@ -121,6 +121,10 @@ def sinkhorn_target(
     three), so this is an option, not the default; the benchmarks page has the measurements.
     ``marginals="hard"`` (default): ``pi`` are the current hard cluster sizes (argmax of
     ``q``), floored at ``min_size`` of the mean size.
+    ``marginals="blended"``: ``c * pi_estimated + (1 - c) * pi_hard`` with ``c`` the mean
+    confidence of the soft assignments (mean of ``max_j q_ij``, rescaled from ``[1/k, 1]`` to
+    ``[0, 1]``): while the latent is not separated the hard sizes hold, so EM cannot hand one
+    component all the mass, and the estimate takes over as the assignments sharpen.
 
     ``prior`` (k,) and ``reg_marginal`` turn the column constraint into a KL penalty
     (unbalanced transport): the column marginals of ``P`` are pulled towards ``n * prior``
@@ -133,16 +137,23 @@ def sinkhorn_target(
     n, k = q.shape
     log_q = torch.log(q.clamp_min(1e-30))
     log_k = power * log_q
-    if marginals == "estimated":
+    if marginals not in ("estimated", "hard", "blended"):
+        raise ValueError(
+            f"`marginals` must be 'estimated', 'hard' or 'blended', got {marginals!r}."
+        )
+    if marginals != "hard":
         pi = _mixture_proportions(
             (power if proportion_power is None else proportion_power) * log_q, floor=min_size / k
         )
-    elif marginals == "hard":
+    if marginals != "estimated":
         sizes = torch.bincount(q.argmax(1), minlength=k).to(q.dtype)
-        pi = sizes.clamp_min(max(min_size * n / k, 1.0))
-        pi = pi / pi.sum()
-    else:
-        raise ValueError(f"`marginals` must be 'estimated' or 'hard', got {marginals!r}.")
+        hard = sizes.clamp_min(max(min_size * n / k, 1.0))
+        hard = hard / hard.sum()
+        if marginals == "hard":
+            pi = hard
+        else:
+            c = ((q.max(1).values.mean() - 1.0 / k) / (1.0 - 1.0 / k)).clamp(0.0, 1.0)
+            pi = c * pi + (1.0 - c) * hard
     if prior is not None:
         prior = torch.as_tensor(prior, dtype=q.dtype, device=q.device)
         pi = prior / prior.sum()
