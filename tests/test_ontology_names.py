@@ -22,6 +22,9 @@ from scllm_dsc.knowledge._ontology_names import (  # noqa: E402
         ("interneurons", "interneuron"),
         ("t_cell", "t cell"),
         ("B cells", "b cell"),
+        ("alpha", "alpha cell"),
+        ("pyramidal CA1", "pyramidal ca1 cell"),
+        ("erythroblasts", "erythroblast"),
     ],
 )
 def test_normalise_cell_name(name, expected):

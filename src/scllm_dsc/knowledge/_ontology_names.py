@@ -24,9 +24,9 @@ from ._cell_markers import _POSNEG, _sign_weight
 #: (disagree) on.
 MARKER_BONUS = 0.1
 
-_PLURAL = re.compile(r"\b(cell|monocyte|macrophage|neuron|interneuron|lymphocyte|neutrophil|"
-                     r"granulocyte|fibroblast|progenitor|astrocyte|oligodendrocyte|"
-                     r"erythrocyte|platelet|keratinocyte|hepatocyte|adipocyte|myocyte)s\b")
+# last words that already name a cell (CL terms end in "cell" or in one of these)
+_CELL_NOUN = re.compile(r"(cell|cyte|blast|phage|phil|neuron|progenitor|precursor|platelet|"
+                        r"erythroid)$")
 _BARE = {"t": "t cell", "b": "b cell", "nk": "natural killer cell", "dc": "dendritic cell"}
 _MARK = re.compile(r"\b([A-Za-z]{1,6}[0-9]+[A-Za-z0-9]*)\s*(\+|-)(?=[\s/,)]|$)")
 
@@ -41,12 +41,13 @@ def normalise_cell_name(name: str) -> str:
     s = _MARK.sub(lambda m: f"{m.group(1)}-{'positive' if m.group(2) == '+' else 'negative'}", s)
     s = s.replace("_", " ").replace("/", " ")
     s = re.sub(r"\s+", " ", s).strip().lower()
-    s = _PLURAL.sub(lambda m: m.group(1), s)
-    words = s.split(" ")
+    # plurals of cell nouns: "monocytes" -> "monocyte", "NK cells" -> "nk cell"
+    words = [w[:-1] if w.endswith("s") and _CELL_NOUN.search(w[:-1]) else w
+             for w in s.split(" ")]
     if words and words[-1] in _BARE:
         words[-1] = _BARE[words[-1]]
-    elif words and words[-1] == "cells":
-        words[-1] = "cell"
+    elif words and words[-1] and not _CELL_NOUN.search(words[-1]):
+        words.append("cell")  # "alpha" -> "alpha cell", "ductal" -> "ductal cell"
     return " ".join(words)
 
 
