@@ -211,3 +211,23 @@ def test_gpu_training(adata):
     model.train(max_epochs=2, accelerator="auto", enable_progress_bar=False)
     assert model.device.type == "cuda"
     assert model.predict().shape == (a.n_obs,)
+
+
+def test_setup_warns_when_all_genes_of_a_large_panel_are_reconstructed(caplog):
+    """The model API on a whole transcriptome: a warning that says to subset to HVGs."""
+    import anndata as ad
+    from scipy import sparse
+
+    import scllm_dsc as sd
+
+    rng = np.random.default_rng(0)
+    counts = sparse.csr_matrix(rng.poisson(0.3, size=(60, 3200)).astype(np.float32))
+    a = ad.AnnData(counts)
+    with caplog.at_level("WARNING", logger="scllm_dsc"):
+        sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_pcs=5, n_top_genes=500)
+    assert "3200 genes" in caplog.text and "highly variable" in caplog.text
+    caplog.clear()
+    small = ad.AnnData(counts[:, :900])
+    with caplog.at_level("WARNING", logger="scllm_dsc"):
+        sd.model.SCLLMDSC.setup_anndata(small, semantic_keys=None, n_pcs=5, n_top_genes=500)
+    assert "highly variable" not in caplog.text

@@ -380,6 +380,13 @@ class SCLLMDSC(BaseModelClass):
             if not np.all(np.isfinite(np.asarray(adata.obsm[key]))):
                 raise ValueError(f"`adata.obsm[{key!r}]` contains NaN or infinite values.")
 
+        if adata.n_vars > max(2 * n_top_genes, 3000) and not adata.uns.get(_QUERY, False):
+            logger.warning(
+                "The model reconstructs all %d genes of `adata`. Subset the counts to "
+                "about %d highly variable genes first (select them on a log-normalised "
+                "copy), as `sd.tl.cluster` does: training is faster and more reproducible.",
+                adata.n_vars, n_top_genes,
+            )
         conn_key = Key.connectivities(graph_key)
         needed = [_FEATURES, _NN_IDX, _NN_W] + ([_DROP, _PPR] if augment else [])
         have = (
