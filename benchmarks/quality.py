@@ -223,10 +223,11 @@ BASELINES = ["scanpy_leiden", "scanpy_leiden_k", "scanpy_scaled_leiden_k", "kmea
 class Context:
     """Per-dataset shared inputs, computed once: HVGs, PCA per seed, the semantic view."""
 
-    def __init__(self, adata, genetext: Path, scvi_epochs: int):
+    def __init__(self, adata, genetext: Path, scvi_epochs: int, sentences: bool = True):
         import scanpy as sc
 
         self.adata = adata
+        self.sentences = sentences
         self.genetext = genetext
         self.scvi_epochs = scvi_epochs
         self._semantic_done = False
@@ -261,7 +262,8 @@ class Context:
         table = self.genetext / f"{species}_gene_text.tsv.gz"
         with measure() as probe:
             sd.tl.embed_genes(self.adata, knowledge=table, species=species)
-            sd.tl.cell_sentences(self.adata)
+            if self.sentences:
+                sd.tl.cell_sentences(self.adata)
         self.semantic_seconds = probe.seconds
         self._semantic_done = True
 
@@ -366,6 +368,9 @@ def main(argv=None):
     parser.add_argument("--scvi-epochs", type=int, default=100)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.csv")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-path2", action="store_true",
+                        help="no cell sentences: the semantic view is Path 1 alone, as in "
+                             "sd.tl.cluster's default (Path 2 methods cannot run)")
     parser.add_argument("--from-csv", type=Path, nargs="+", default=None,
                         help="only rebuild the markdown from these CSVs (concatenated)")
     args = parser.parse_args(argv)
@@ -392,7 +397,7 @@ def main(argv=None):
         truth = adata.obs["cell_type"].astype(str).to_numpy()
         k = len(np.unique(truth))
         adata.obs = adata.obs[[]]  # nothing but the counts reaches the methods
-        ctx = Context(adata, args.genetext_dir, args.scvi_epochs)
+        ctx = Context(adata, args.genetext_dir, args.scvi_epochs, sentences=not args.no_path2)
         ctx.warm_up()
         for method in args.methods:
             if getattr(METHODS[method], "needs_semantic", False):
