@@ -212,6 +212,10 @@ def build_graph(
         hvg = np.ones(n_vars, dtype=bool)
     n_comps = int(min(n_pcs, tmp.n_obs - 1, tmp.n_vars - 1))
     _pca(tmp, n_comps, random_state)
+    # the PCA's centre: stored by the subsample fit, else the mean of all cells
+    pca_mean = tmp.uns["pca"].get("mean")
+    if pca_mean is None:
+        pca_mean = tmp.X.mean(0)
     k = int(min(n_neighbors, n_obs - 1))
     neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
     params = {
@@ -232,7 +236,7 @@ def build_graph(
         np.asarray(
             tmp.varm["PCs"] * np.sqrt(tmp.uns["pca"]["variance"])[None, :], dtype=np.float32
         ),
-        np.asarray(tmp.uns["pca"].get("mean", tmp.X.mean(0)), dtype=np.float32).ravel(),
+        np.asarray(pca_mean, dtype=np.float32).ravel(),
         np.asarray(tmp.varm["PCs"], dtype=np.float32),
     )
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .._utils import l2_normalize
 from ._cell_markers import _POSNEG, _sign_weight
 
 #: Added to (subtracted from) a term's similarity per marker the name and the term agree
@@ -145,9 +146,9 @@ def match_cell_type_names(
             from ..encoders import get_encoder
 
             encoder = get_encoder()
-        E = _unit(np.asarray(encoder.encode(texts, desc="cell type names"), dtype=np.float32))
-        Q = _unit(np.asarray(encoder.encode([n for _, n in todo], desc="cell type names"),
-                             dtype=np.float32))
+        E = l2_normalize(np.asarray(encoder.encode(texts, desc="cell type names"), np.float32))
+        Q = l2_normalize(np.asarray(encoder.encode([n for _, n in todo],
+                                                   desc="cell type names"), np.float32))
         uterms, inv = np.unique(owner, return_inverse=True)
         if use_markers:
             resolve = human_resolver()
@@ -170,13 +171,6 @@ def match_cell_type_names(
                              "score": float(best[j]), "route": "language model",
                              "normalised": norm})
     order = {n: i for i, n in enumerate(dict.fromkeys(map(str, names)))}
-    df = pd.DataFrame(rows, columns=["name", "rank", "term_id", "term_name", "score", "route",
-                                     "normalised"])
-    return df.sort_values(["name", "rank"], key=lambda c: c.map(order) if c.name == "name"
-                          else c).reset_index(drop=True)
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    from .._utils import l2_normalize
-
-    return l2_normalize(X)
+    rows.sort(key=lambda r: (order[r["name"]], r["rank"]))  # input order, then rank
+    return pd.DataFrame(rows, columns=["name", "rank", "term_id", "term_name", "score",
+                                       "route", "normalised"])
