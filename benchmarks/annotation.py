@@ -10,7 +10,9 @@ CellBench's cancer cell lines have no CL type and are skipped):
 3. methods, on the same cells and groups:
 
    - ``sd markers`` : ``annotate_clusters(method="markers")`` with the dataset's tissue preset
-     (``within=``), all available sources (CL text, gene texts, cellconsensus if installed);
+     (``within=``) and the default sources (CL texts and cellconsensus when installed);
+   - ``sd markers all sources`` : the same with the gene-text links added (the default
+     before they were measured to add noise beside the database);
    - ``sd markers auto`` : the same with ``within=None`` (all CL terms, narrowed from the
      data by the coarse first pass);
    - ``sd markers CL+text`` : preset, without the cellconsensus database (CL texts and gene
@@ -152,6 +154,8 @@ def run_dataset(name: str, args, cmap: pd.DataFrame, cl) -> list[dict]:
         "sd markers": {"within": PRESET[name]},
         "sd markers auto": {"within": None},
         "sd markers CL+text": {"within": PRESET[name], "sources": ["CL", "gene text"]},
+        "sd markers all sources": {"within": PRESET[name],
+                                   "sources": ["CL", "gene text", "cellconsensus"]},
     }
     for method, kw in variants.items():
         if args.methods and method not in args.methods:

@@ -310,3 +310,20 @@ def test_within_none_narrows_from_data(knowledge):
     hemato = set(ontology_candidates("CL:0000988")["term_id"])
     assert set(res["ranking"]["term_id"]) <= hemato
     assert res["assigned"].set_index("cluster")["name"]["mystery"] == "unassigned"
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_default_sources_prefer_the_marker_database(knowledge, monkeypatch, installed):
+    import scllm_dsc.knowledge._cell_markers as cm
+    from scllm_dsc.tl._annotate import default_sources
+
+    monkeypatch.setattr(cm, "consensus_available", lambda: installed)
+    expected = ["CL", "cellconsensus"] if installed else ["CL", "gene text"]
+    assert default_sources() == expected
+    if not installed:  # gene-text links fill in without the database
+        a = planted()
+        annotate_clusters(a, key="cluster", candidates=CANDS, species="human",
+                          knowledge=knowledge)
+        assert a.uns["cluster_annotation"]["params"]["sources"] == expected
+        assigned = a.uns["cluster_annotation"]["assigned"].set_index("cluster")["name"]
+        assert assigned["B"] == "B cell"

@@ -345,6 +345,19 @@ UNASSIGNED = "unassigned"
 DEFAULT_SOURCES = ("CL", "gene text", "cellconsensus")
 
 
+def default_sources() -> list[str]:
+    """Marker sources used when none are named: the Cell Ontology's own texts with the
+    marker database when it is installed, else with the gene-text links.
+
+    Gene-text links are mentions ("...a chemoattractant for blood monocytes", "...T-cell/
+    B-cell interaction") more often than statements of expression; beside the curated
+    database they add noise (see the benchmarks page), so they fill in only without it.
+    """
+    from ..knowledge._cell_markers import consensus_available
+
+    return ["CL", "cellconsensus"] if consensus_available() else ["CL", "gene text"]
+
+
 def cluster_effects(X, codes: np.ndarray, n_groups: int, eps: float = 0.05):
     """Per cluster and gene: effect size against all other cells and detection rates.
 
@@ -686,10 +699,12 @@ def annotate_clusters(
     1. **Markers** of each term (``sources``): those stated in the term's Cell Ontology name,
        synonyms or definition ("CD14-positive monocyte", "expresses CD19", "is negative for
        CD3", "secretes insulin"; antigen names resolved through the human alias table, e.g.
-       CD16 -> FCGR3A); genes whose NCBI summary names the term (weighted by how many terms
-       it names); and, if ``cellconsensus`` is installed (``pip install
-       "scllm-dsc[markers]"``), its consensus marker lists. Mouse genes are mapped to human
-       symbols through the ortholog table (else by upper case).
+       CD16 -> FCGR3A); if ``cellconsensus`` is installed (``pip install
+       "scllm-dsc[markers]"``), its consensus marker lists; without it, genes whose NCBI
+       summary names the term (weighted by how many terms it names; a mention is weaker
+       evidence than a curated marker, so by default these links are used only when the
+       database is absent). Mouse genes are mapped to human symbols through the ortholog
+       table (else by upper case).
     2. **Effects**: per cluster and gene, the difference of mean log-normalised expression
        from all other cells over the pooled standard deviation.
     3. **Score** of a term: the weighted mean effect of its positive markers (clipped at
@@ -730,8 +745,9 @@ def annotate_clusters(
         ``n_background``, ``relative``, ``de_method``, ``gene_key``, ``model``, ``device``,
         ``random_state``).
     sources
-        Marker sources among ``"CL"``, ``"gene text"`` and ``"cellconsensus"``; ``None`` uses
-        all that are available (``cellconsensus`` only when installed).
+        Marker sources among ``"CL"``, ``"gene text"`` and ``"cellconsensus"``; ``None``:
+        ``["CL", "cellconsensus"]`` when ``cellconsensus`` is installed, else
+        ``["CL", "gene text"]``.
     species
         ``"human"`` or ``"mouse"``; ``None`` guesses from the gene names.
     knowledge
@@ -801,11 +817,8 @@ def annotate_clusters(
             )
         if candidates is not None and within is not None:
             raise ValueError("Pass either `candidates` (your own list) or `within`.")
-        from ..knowledge._cell_markers import consensus_available
-
         if sources is None:
-            sources = [s for s in DEFAULT_SOURCES if s != "cellconsensus"
-                       or consensus_available()]
+            sources = default_sources()
         terms, names, narrow = _resolve_terms(candidates, within)
         logg.info(f"scoring {len(terms)} Cell Ontology terms with markers from {list(sources)}")
         labels, result = marker_annotation(
