@@ -2,7 +2,7 @@
 
 The names are the datasets' own ``cell_type`` labels that have a curated Cell Ontology term
 in ``cell_ontology_map.csv`` (the reference). Each variant of
-:func:`scllm_dsc.knowledge._ontology_names.match_cell_type_names` ranks the candidate terms
+:func:`scllm_dsc.knowledge.match_cell_types` ranks the candidate terms
 (all current CL terms, or the dataset's tissue preset as in ``annotation.py``):
 
 - ``lookup``: the name as written, matched to CL labels and exact synonyms;
@@ -54,8 +54,8 @@ class RandomEncoder:
 
 def main() -> None:
     from scllm_dsc.encoders import get_encoder
+    from scllm_dsc.knowledge import match_cell_types
     from scllm_dsc.knowledge._cell_markers import cell_ontology
-    from scllm_dsc.knowledge._ontology_names import match_cell_type_names
     from scllm_dsc.tl._candidates import ontology_candidates
 
     cl = cell_ontology()
@@ -80,10 +80,10 @@ def main() -> None:
                 if not kw.pop("rewrite", True):
                     # as written: only an exact label/synonym (the rewrite is part of the
                     # lookup, so emulate it by keeping names that match as written)
-                    found = match_cell_type_names(names, terms, use_model=False)
+                    found = match_cell_types(names, terms, use_model=False)
                     found = found[found.route == "label"]
                 else:
-                    found = match_cell_type_names(names, terms, **kw)
+                    found = match_cell_types(names, terms, **kw)
                 for label, t_ref in zip(df.label, df.term_id, strict=True):
                     ranked = found[found.name == label].sort_values("rank")
                     ranked = [t for t in ranked.term_id if t]

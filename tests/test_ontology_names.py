@@ -7,10 +7,8 @@ import pytest
 
 pytest.importorskip("cellxgene_ontology_guide")
 
-from scllm_dsc.knowledge._ontology_names import (  # noqa: E402
-    match_cell_type_names,
-    normalise_cell_name,
-)
+from scllm_dsc.knowledge import match_cell_types  # noqa: E402
+from scllm_dsc.knowledge._ontology_names import normalise_cell_name  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -45,7 +43,7 @@ class _Letters:
 
 def test_lookup_routes_and_marker_agreement():
     names = ["B cells", "CD14+ Monocytes", "natural killer cell", "CD8+ cytotoxic T"]
-    df = match_cell_type_names(names, encoder=_Letters(), use_markers=True)
+    df = match_cell_types(names, encoder=_Letters(), use_markers=True)
     top = df[df["rank"] == 1].set_index("name")
     assert top.loc["natural killer cell", "route"] == "label"
     assert top.loc["natural killer cell", "term_id"] == "CL:0000623"
@@ -60,7 +58,7 @@ def test_lookup_routes_and_marker_agreement():
 
 
 def test_without_model_unmatched_names_get_no_term():
-    df = match_cell_type_names(["mystery blob"], use_model=False)
+    df = match_cell_types(["mystery blob"], use_model=False)
     assert df.loc[0, "route"] == "none" and df.loc[0, "term_id"] == ""
     with pytest.raises(ValueError, match="current Cell Ontology"):
-        match_cell_type_names(["x"], terms=["CL:not-a-term"])
+        match_cell_types(["x"], terms=["CL:not-a-term"])

@@ -71,7 +71,7 @@ def _term_marker_signs(cl, resolve, terms) -> dict[str, dict[str, int]]:
     return out
 
 
-def match_cell_type_names(
+def match_cell_types(
     names: Sequence[str],
     terms: Sequence[str] | None = None,
     *,
@@ -105,7 +105,21 @@ def match_cell_type_names(
     -------
     One row per name and rank: ``name``, ``rank``, ``term_id``, ``term_name``, ``score``
     (1.0 for a lookup), ``route`` (``"label"``, ``"normalised label"``, ``"language
-    model"`` or ``"none"``), ``normalised`` (the rewritten name).
+    model"`` or ``"none"``), ``normalised`` (the rewritten name). A ``"language model"``
+    match is a suggestion to check: its cosine does not separate right from wrong matches
+    (measurements: the benchmarks page), so no threshold is applied.
+
+    Notes
+    -----
+    Needs the Cell Ontology from ``cellxgene-ontology-guide`` (``pip install
+    "scllm-dsc[ontology]"``); the language model runs offline with the default text model.
+
+    Examples
+    --------
+    >>> terms = sd.knowledge.match_cell_types(adata.obs["cell_type"].unique(), n_top=1)
+    >>> adata.obs["cell_type_ontology_term_id"] = adata.obs["cell_type"].map(
+    ...     terms.set_index("name")["term_id"]
+    ... )
     """
     from ._cell_markers import cell_ontology, human_resolver
 

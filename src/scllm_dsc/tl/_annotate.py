@@ -640,14 +640,14 @@ def _resolve_terms(candidates, within):
             "`candidates` is a list of names or CL ids; to pick Cell Ontology terms by a "
             "preset, id or label, use `within=`."
         )
-    from ..knowledge._ontology_names import match_cell_type_names
+    from ..knowledge import match_cell_types
 
     cl = cell_ontology()
     candidates = [str(c) for c in candidates]
     by_id = [c for c in candidates if c.upper() in cl.label]
     # names: label / synonym lookup after rewriting in the ontology's style, the language
     # model as the bridge for the rest (its choice is logged, so the user can check it)
-    found = match_cell_type_names([c for c in candidates if c not in by_id], n_top=1)
+    found = match_cell_types([c for c in candidates if c not in by_id], n_top=1)
     bridged = found[found["route"] == "language model"]
     if len(bridged):
         logg.warning(
