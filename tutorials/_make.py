@@ -53,6 +53,28 @@ PBMC = [
      "closest to each cluster's semantic centroid, next to its top differentially expressed "
      "genes:"),
     ("code", "sd.pl.cluster_gene_table(adata, n_genes=5).query('rank < 3').head(12)"),
+    ("md", "## Name the clusters, with evidence\n\nGene-text similarity does not tell cell "
+     "types apart; explicit marker knowledge does. `sd.tl.annotate_clusters` scores Cell "
+     "Ontology terms (here the immune subset) for every cluster from the expression of their "
+     "marker genes: markers stated in the ontology's own names and definitions "
+     "(\"CD14-positive monocyte\") and, with `pip install \"scllm-dsc[markers]\"`, the "
+     "cellconsensus marker database. A cluster without support is called `unassigned`."),
+    ("code", "sd.tl.annotate_clusters(adata, within='immune')\n"
+     "adata.uns['scllm_dsc_annotation']['assigned']"),
+    ("md", "Each name is a suggestion to check. The dot plot shows the markers that support "
+     "it; the evidence table says where each link comes from."),
+    ("code", "sd.pl.annotation(adata)"),
+    ("code", "ev = adata.uns['scllm_dsc_annotation']['evidence']\n"
+     "cols = ['cluster', 'term_id', 'gene', 'effect_size', 'pct_in', 'pct_out', 'source']\n"
+     "ev.query('rank == 1').groupby('cluster').head(2)[cols].head(12)"),
+    ("md", "The runner-up names (`ranking`, top 3 per cluster) are often the right answer when "
+     "the first is a too specific child or a sibling; how often each is right is measured on "
+     "the benchmarks page. Each cluster's name next to its most common published label:"),
+    ("code", "adata.obs.groupby('scllm_dsc', observed=True).agg(\n"
+     "    name=('scllm_dsc_annotation', 'first'),\n"
+     "    published=('bulk_labels', lambda s: s.value_counts().index[0]),\n"
+     "    n_cells=('bulk_labels', 'size'),\n"
+     ")"),
 ]
 
 SCANPY = [
