@@ -103,16 +103,19 @@ def match_cell_types(
 
     Returns
     -------
-    One row per name and rank: ``name``, ``rank``, ``term_id``, ``term_name``, ``score``
-    (1.0 for a lookup), ``route`` (``"label"``, ``"normalised label"``, ``"language
-    model"`` or ``"none"``), ``normalised`` (the rewritten name). A ``"language model"``
-    match is a suggestion to check: its cosine does not separate right from wrong matches
-    (measurements: the benchmarks page), so no threshold is applied.
+    pandas.DataFrame
+        One row per name and rank, with the columns ``name``, ``rank``, ``term_id``,
+        ``term_name``, ``score`` (1.0 for a lookup), ``route`` (one of ``"label"``,
+        ``"normalised label"``, ``"language model"``, ``"none"``) and ``normalised`` (the
+        rewritten name). A match by the language model is a suggestion to check: its cosine
+        does not separate right from wrong matches (measurements: the benchmarks page), so no
+        threshold is applied.
 
     Notes
     -----
-    Needs the Cell Ontology from ``cellxgene-ontology-guide`` (``pip install
-    "scllm-dsc[ontology]"``); the language model runs offline with the default text model.
+    Needs the Cell Ontology of ``cellxgene-ontology-guide``
+    (``pip install "scllm-dsc[ontology]"``); the language model runs offline with the
+    default text model.
 
     Examples
     --------
