@@ -342,9 +342,6 @@ LINEAGES = {
 }
 
 UNASSIGNED = "unassigned"
-DEFAULT_SOURCES = ("CL", "gene text", "cellconsensus")
-
-
 def default_sources() -> list[str]:
     """Marker sources used when none are named: the Cell Ontology's own texts with the
     marker database when it is installed, else with the gene-text links.
@@ -443,7 +440,7 @@ def marker_annotation(
     *,
     terms: Sequence[str],
     names: Mapping[str, str] | None = None,
-    sources: Sequence[str] = DEFAULT_SOURCES,
+    sources: Sequence[str] | None = None,
     species: str | None = None,
     knowledge=None,
     layer: str | None = None,
@@ -458,7 +455,8 @@ def marker_annotation(
     min_evidence: float = 0.25,
     narrow: bool = False,
 ):
-    """Rank Cell Ontology ``terms`` for each cluster by the expression of their markers."""
+    """Rank Cell Ontology ``terms`` for each cluster by the expression of their markers
+    (``sources=None``: :func:`default_sources`)."""
     from ..knowledge._cell_markers import (
         cell_ontology,
         collect_markers,
@@ -467,6 +465,7 @@ def marker_annotation(
     )
     from ..knowledge._species import infer_species
 
+    sources = default_sources() if sources is None else list(sources)
     groups = _cluster_groups(ad, key)
     clusters = [str(c) for c in groups.cat.categories]
     codes = groups.cat.codes.to_numpy()
@@ -817,12 +816,11 @@ def annotate_clusters(
             )
         if candidates is not None and within is not None:
             raise ValueError("Pass either `candidates` (your own list) or `within`.")
-        if sources is None:
-            sources = default_sources()
+        sources = default_sources() if sources is None else list(sources)
         terms, names, narrow = _resolve_terms(candidates, within)
-        logg.info(f"scoring {len(terms)} Cell Ontology terms with markers from {list(sources)}")
+        logg.info(f"scoring {len(terms)} Cell Ontology terms with markers from {sources}")
         labels, result = marker_annotation(
-            ad, key, terms=terms, names=names, sources=list(sources), species=species,
+            ad, key, terms=terms, names=names, sources=sources, species=species,
             knowledge=knowledge, layer=layer, n_top=n_top, min_score=min_score,
             min_own=min_score, narrow=narrow,
         )
