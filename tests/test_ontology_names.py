@@ -62,3 +62,5 @@ def test_without_model_unmatched_names_get_no_term():
     assert df.loc[0, "route"] == "none" and df.loc[0, "term_id"] == ""
     with pytest.raises(ValueError, match="current Cell Ontology"):
         match_cell_types(["x"], terms=["CL:not-a-term"])
+    with pytest.raises(TypeError, match=r"pass \['B cells'\]"):
+        match_cell_types("B cells")  # one string would be matched letter by letter

@@ -126,6 +126,10 @@ def match_cell_types(
     """
     from ._cell_markers import cell_ontology, human_resolver
 
+    if isinstance(names, str):
+        raise TypeError(
+            f"`names` is a list of cell type names, not one string; pass [{names!r}]."
+        )
     cl = cell_ontology()
     terms = list(cl.label) if terms is None else [t for t in dict.fromkeys(terms) if t in cl.label]
     if not terms:

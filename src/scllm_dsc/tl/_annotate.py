@@ -466,6 +466,7 @@ def marker_annotation(
     from ..knowledge._species import infer_species
 
     sources = default_sources() if sources is None else list(sources)
+    logg.info(f"scoring {len(terms)} Cell Ontology terms with markers from {sources}")
     groups = _cluster_groups(ad, key)
     clusters = [str(c) for c in groups.cat.categories]
     codes = groups.cat.codes.to_numpy()
@@ -816,9 +817,7 @@ def annotate_clusters(
             )
         if candidates is not None and within is not None:
             raise ValueError("Pass either `candidates` (your own list) or `within`.")
-        sources = default_sources() if sources is None else list(sources)
         terms, names, narrow = _resolve_terms(candidates, within)
-        logg.info(f"scoring {len(terms)} Cell Ontology terms with markers from {sources}")
         labels, result = marker_annotation(
             ad, key, terms=terms, names=names, sources=sources, species=species,
             knowledge=knowledge, layer=layer, n_top=n_top, min_score=min_score,
