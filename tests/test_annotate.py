@@ -227,27 +227,49 @@ def test_cluster_effects_values():
     assert e["d"][0, 0] > 100 and e["d"][1, 0] < -100
 
 
+@pytest.mark.parametrize(("s_b", "b_parent", "expected"), [
+    (0.95, "CL:P", ["CL:P", "CL:A", "CL:B"]),  # siblings nearly tied: their parent
+    (0.50, "CL:P", ["CL:A", "CL:B", "CL:P"]),  # a clear winner keeps its name
+    (0.95, "CL:A", ["CL:A", "CL:B", "CL:P"]),  # the runner-up is the winner's child
+])
+def test_near_tie_named_by_common_parent(s_b, b_parent, expected):
+    from scllm_dsc.tl._annotate import _common_parent
+
+    cl = CellOntology(label={t: t for t in ("CL:P", "CL:A", "CL:B")}, synonyms={},
+                      definition={}, parents={"CL:P": [], "CL:A": ["CL:P"], "CL:B": [b_parent]})
+    tindex = {"CL:A": 0, "CL:B": 1, "CL:P": 2}
+    S = np.array([[1.0, s_b, 0.6]])
+    D = np.array([[2.0]])
+    effs = {t: {(0, 1): (1.0, [], 0)} for t in tindex}
+    chosen = _common_parent(["CL:A", "CL:B", "CL:P"], 0, S, tindex, effs, D, cl, tie=0.2,
+                            steps=2, min_score=0.25)
+    assert chosen == expected
+
+
 def test_parse_markers_from_ontology_text():
     cl = CellOntology(
         label={"CL:1": "CD14-positive monocyte",
                "CL:2": "CD16-positive, CD56-dim natural killer cell",
-               "CL:3": "type B pancreatic cell"},
+               "CL:3": "type B pancreatic cell", "CL:4": "dorsal root ganglion Nav1.7 neuron"},
         synonyms={},
         definition={
             "CL:1": "A monocyte that expresses CD14 and is negative for the lineage markers "
                     "CD3, CD19, and CD20.",
             "CL:2": "A natural killer cell.",
             "CL:3": "A cell that secretes insulin and is located in the islets.",
+            "CL:4": "A neuron that expresses the sodium channel Nav1.7 (encoded by SCN9A).",
         },
-        parents={"CL:1": [], "CL:2": [], "CL:3": []},
+        parents={"CL:1": [], "CL:2": [], "CL:3": [], "CL:4": []},
     )
-    res = SymbolResolver(["CD14", "CD19", "CD3E", "MS4A1", "FCGR3A", "NCAM1", "INS"],
-                         aliases={}, full_names={"insulin": "INS"})
+    res = SymbolResolver(["CD14", "CD19", "CD3E", "MS4A1", "FCGR3A", "NCAM1", "INS", "NAV1",
+                          "SCN9A"], aliases={}, full_names={"insulin": "INS"})
     links = {(m.term_id, m.gene, m.sign) for m in parse_ontology_markers(cl, res)}
     assert {("CL:1", "CD14", 1), ("CL:1", "CD3E", -1), ("CL:1", "CD19", -1),
             ("CL:1", "MS4A1", -1)} <= links
     assert ("CL:1", "CD19", 1) not in links
     assert {("CL:2", "FCGR3A", 1), ("CL:2", "NCAM1", -1), ("CL:3", "INS", 1)} <= links
+    # a dotted channel name is one word (Nav1.7 = SCN9A), not the gene NAV1
+    assert ("CL:4", "SCN9A", 1) in links and ("CL:4", "NAV1", 1) not in links
     by = {(m.term_id, m.gene): m for m in parse_ontology_markers(cl, res)}
     assert by[("CL:2", "NCAM1")].weight == 0.5  # "dim": weakly absent
     assert "CD14-positive monocyte" in by[("CL:1", "CD14")].text

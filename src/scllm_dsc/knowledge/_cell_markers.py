@@ -46,6 +46,10 @@ PROTEIN_NAMES: dict[str, str | None] = {
     "HLA-DR": "HLA-DRA",
     "MHC": None,
     "TCR": None,
+    "NAV1.7": "SCN9A",
+    "NAV1.8": "SCN10A",
+    "NAV1.9": "SCN11A",
+    "NK1.1": None,
 }
 
 # a token that looks like a gene/antigen name: "CD14", "Foxp3", "IL-17", "c-kit", "CCR7"
@@ -63,7 +67,8 @@ _EXPRESS = re.compile(
 _STOP_VERBS = ("but", "while", "whereas", "except", "which", "that")
 _NEG_VERBS = ("negative", "lack", "not")
 _SPLIT = re.compile(r",|\band\b|\bor\b|/", flags=re.IGNORECASE)
-_WORD = re.compile(r"[A-Za-z0-9\-+]+")
+# a dotted name ("Nav1.7", "NK1.1") is one word, not a gene "Nav1" and a number
+_WORD = re.compile(r"[A-Za-z0-9\-+]+(?:\.[0-9][A-Za-z0-9\-+]*)*")
 
 #: Terms too general to name a cluster or to carry markers.
 TOO_GENERAL = {
@@ -143,11 +148,11 @@ class SymbolResolver:
 
     def token(self, tok: str) -> str | None:
         t = tok.strip().rstrip("+").strip("-")
-        if not t or not _TOKEN.match(t):
-            return None
         up = t.upper()
         if up in PROTEIN_NAMES:
             return PROTEIN_NAMES[up]
+        if not t or not _TOKEN.match(t):
+            return None
         if up in self.symbols:
             return self.symbols[up]
         if up in self.aliases:
@@ -244,7 +249,7 @@ def parse_ontology_markers(cl: CellOntology, resolve: SymbolResolver,
             if verb in _STOP_VERBS:
                 continue
             end = verbs[i + 1].start() if i + 1 < len(verbs) else len(d)
-            rest = re.split(r"[.;:()]", d[m.end():end])[0]
+            rest = re.split(r"[;:()]|\.(?![0-9])", d[m.end():end])[0]
             sign = -1 if any(v in verb for v in _NEG_VERBS) else 1
             secretes = verb.startswith(("secret", "produc"))
             for part in _SPLIT.split(rest)[:8]:

@@ -434,6 +434,28 @@ def _supported(eff: dict, d_row: np.ndarray, min_effect: float = 0.5) -> bool:
     return any(s > 0 and d_row[j] > min_effect for (j, s) in eff)
 
 
+def _common_parent(chosen, k, S, tindex, effs, D, cl, tie, steps, min_score):
+    """The first suggestion and the next one not on its is_a path nearly tied: name their
+    nearest common is_a ancestor (within ``steps`` of the first, a supported candidate)
+    and keep both below it."""
+    t1 = chosen[0]
+    s1 = S[k, tindex[t1]]
+    up1 = cl.ancestors(t1, steps)
+    for c in chosen[1:]:
+        if c in up1 or t1 in cl.ancestors(c):
+            continue
+        if S[k, tindex[c]] < s1 - tie:
+            return chosen
+        upc = cl.ancestors(c, steps + 1)
+        common = [a for a in up1 if a in upc and a in tindex
+                  and S[k, tindex[a]] >= min_score and _supported(effs[a], D[k])]
+        if not common:
+            return chosen
+        a = min(common, key=lambda x: (up1[x] + upc[x], -S[k, tindex[x]], x))
+        return [a, *[t for t in chosen if t != a]]
+    return chosen
+
+
 def marker_annotation(
     ad,
     key: str,
@@ -451,6 +473,8 @@ def marker_annotation(
     shrink: float = 1.0,
     margin: float = 0.15,
     contrast: float = 0.5,
+    tie: float = 0.2,
+    tie_steps: int = 2,
     n_evidence: int = 8,
     min_evidence: float = 0.25,
     narrow: bool = False,
@@ -555,16 +579,19 @@ def marker_annotation(
         # not support it but an ancestor among the candidates is supported
         chosen = []
         for t in order:
-            if len(chosen) >= n_top:
+            if len(chosen) >= max(n_top, 3):
                 break
             if not _supported(effs[t], D[k]):
                 continue  # no marker of the term is up in this cluster: not a suggestion
-            cur = t
+            cur, anchor = t, None
             while True:
                 i = tindex[cur]
                 weak_own = not np.isnan(own_S[k, i]) and own_S[k, i] < min_own
-                # an ancestor nearly as well supported is the safer name
-                floor = S[k, i] - margin if not weak_own else min_score
+                if not weak_own and anchor is None:
+                    anchor = S[k, i]
+                # an ancestor nearly as well supported (as the first term on the way up
+                # with support of its own, so the steps do not add up) is the safer name
+                floor = anchor - margin if not weak_own else min_score
                 ups = [a for a in cl.ancestors(cur, 3) if a in tindex
                        and S[k, tindex[a]] >= max(floor, min_score)]
                 if not ups:
@@ -572,6 +599,10 @@ def marker_annotation(
                 cur = max(ups, key=lambda a: (S[k, tindex[a]], a))
             if cur not in chosen and _supported(effs[cur], D[k]):
                 chosen.append(cur)
+        if tie > 0 and chosen:
+            chosen = _common_parent(chosen, k, S, tindex, effs, D, cl, tie, tie_steps,
+                                    min_score)
+        chosen = chosen[:n_top]
         for r, t in enumerate(chosen, start=1):
             i = tindex[t]
             support = []
@@ -617,7 +648,7 @@ def marker_annotation(
             "method": "markers", "key": key, "sources": list(sources), "species": species,
             "n_candidates": int(len(tlist)), "n_top": int(n_top), "min_score": float(min_score),
             "min_own": float(min_own), "decay": float(decay), "shrink": float(shrink),
-            "margin": float(margin), "contrast": float(contrast),
+            "margin": float(margin), "contrast": float(contrast), "tie": float(tie),
             "lineages": [cl.label[t] for t in lineages_found], "layer": layer,
         },
     }
@@ -712,8 +743,11 @@ def annotate_clusters(
        markers, with the markers of its is_a ancestors (up to two steps, half weight per step)
        propagated down to it.
     4. **Hierarchy**: a term whose own markers do not support the cluster (own score below
-       ``min_score``) gives way to its best-supported ancestor among the candidates, so a
-       confident parent ("T cell") is preferred over a shaky child.
+       ``min_score``), or whose ancestor among the candidates scores nearly as well, gives
+       way to that ancestor, so a confident parent ("T cell") is preferred over a shaky
+       child. When the two best suggestions are not on one is_a path and nearly tie
+       (within 0.2), the cluster is named by their nearest common ancestor ("monocyte" when
+       "classical" and "non-classical monocyte" cannot be told apart), with both below it.
     5. A cluster whose best term scores below ``min_score``, or has no marker with an
        effect above 0.5, is named ``"unassigned"``.
 
