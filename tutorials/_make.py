@@ -67,9 +67,11 @@ PBMC = [
     ("code", "ev = adata.uns['scllm_dsc_annotation']['evidence']\n"
      "cols = ['cluster', 'term_id', 'gene', 'effect_size', 'pct_in', 'pct_out', 'source']\n"
      "ev.query('rank == 1').groupby('cluster').head(2)[cols].head(12)"),
-    ("md", "The runner-up names (`ranking`, top 3 per cluster) are often the right answer when "
-     "the first is a too specific child or a sibling; how often each is right is measured on "
-     "the benchmarks page. Each cluster's name next to its most common published label:"),
+    ("md", "Two unrelated names that score nearly the same give way to their common parent "
+     "(\"monocyte\" rather than a guess between classical and non-classical). The runner-up "
+     "names (`ranking`, top 3 per cluster) are often the right answer when the first is a too "
+     "specific child or a sibling; how often each is right is measured on the benchmarks "
+     "page. Each cluster's name next to its most common published label:"),
     ("code", "adata.obs.groupby('scllm_dsc', observed=True).agg(\n"
      "    name=('scllm_dsc_annotation', 'first'),\n"
      "    published=('bulk_labels', lambda s: s.value_counts().index[0]),\n"
@@ -89,7 +91,8 @@ SCANPY = [
      "sc.pp.highly_variable_genes(adata, n_top_genes=500)\nsc.pp.pca(adata, random_state=0)\n"
      "sc.pp.neighbors(adata, random_state=0)\n"
      "sc.tl.leiden(adata, flavor='igraph', n_iterations=2, random_state=0)\n"
-     "sc.tl.umap(adata, random_state=0)\nbefore = set(adata.obsm) | set(adata.obsp) | set(adata.obs)\n"
+     "sc.tl.umap(adata, random_state=0)\n"
+     "before = set(adata.obsm) | set(adata.obsp) | set(adata.obs)\n"
      "adata"),
     ("md", "## The three scllm_dsc calls\n\nPoint them at the counts layer."),
     ("code", "sd.tl.embed_genes(adata, layer='counts')\n"
@@ -113,7 +116,8 @@ NOTEBOOKS = {"pbmc_gene_knowledge.ipynb": PBMC, "existing_scanpy_notebook.ipynb"
 
 def build(name: str, cells) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
     for kind, src in cells:
         nb.cells.append(nbformat.v4.new_markdown_cell(src) if kind == "md"
                         else nbformat.v4.new_code_cell(src))
