@@ -33,6 +33,8 @@ from scllm_dsc.graph._leiden import _graph  # noqa: E402
 from scllm_dsc.graph._merge import (  # noqa: E402
     _cluster_sums,
     _n_markers,
+    cluster_affinity,
+    cluster_weights,
     log_normalize,
     overcluster_merge,
 )
@@ -43,12 +45,7 @@ def separation(labels, W, Xl) -> tuple[int, int]:
     _, labels = np.unique(labels, return_inverse=True)
     k = labels.max() + 1
     n, s1, s2, s0 = _cluster_sums(Xl, labels, k)
-    ind = sparse.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))),
-                            shape=(k, len(labels)))
-    C = np.asarray((ind @ W @ ind.T).todense())
-    vol = C.sum(1)
-    A = C / np.sqrt(np.outer(vol, vol) + 1e-12)
-    np.fill_diagonal(A, -1)
+    A = cluster_affinity(cluster_weights(labels, W, k))
     m = np.array([_n_markers(n, s1, s2, s0, a, int(np.argmax(A[a])), 1.0, 5.0)
                   for a in range(k)])
     return int(m.min()), int((m < 10).sum())

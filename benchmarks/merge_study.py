@@ -30,13 +30,11 @@ from quality import DATASETS  # noqa: E402
 
 def edge_merge(labels, W, k):
     """The issue's rule: merge the pair with the largest edge weight / sqrt(n_i n_j)."""
-    from scipy import sparse
+    from scllm_dsc.graph._merge import cluster_weights
 
     _, labels = np.unique(labels, return_inverse=True)
     m = labels.max() + 1
-    ind = sparse.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))),
-                            shape=(m, len(labels)))
-    C = np.asarray((ind @ W @ ind.T).todense())
+    C = cluster_weights(labels, W, m)
     n = np.bincount(labels).astype(float)
     parent = np.arange(m)
     alive = np.ones(m, bool)

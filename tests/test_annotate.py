@@ -238,10 +238,10 @@ def test_near_tie_named_by_common_parent(s_b, b_parent, expected):
     cl = CellOntology(label={t: t for t in ("CL:P", "CL:A", "CL:B")}, synonyms={},
                       definition={}, parents={"CL:P": [], "CL:A": ["CL:P"], "CL:B": [b_parent]})
     tindex = {"CL:A": 0, "CL:B": 1, "CL:P": 2}
-    S = np.array([[1.0, s_b, 0.6]])
-    D = np.array([[2.0]])
+    s_row = np.array([1.0, s_b, 0.6])
+    d_row = np.array([2.0])
     effs = {t: {(0, 1): (1.0, [], 0)} for t in tindex}
-    chosen = _common_parent(["CL:A", "CL:B", "CL:P"], 0, S, tindex, effs, D, cl, tie=0.2,
+    chosen = _common_parent(["CL:A", "CL:B", "CL:P"], s_row, d_row, tindex, effs, cl, tie=0.2,
                             steps=2, min_score=0.25)
     assert chosen == expected
 

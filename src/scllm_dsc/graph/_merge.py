@@ -19,11 +19,32 @@ import numpy as np
 from scipy import sparse
 
 
-def _cluster_sums(X, labels: np.ndarray, k: int):
-    """Per-cluster cell counts, sums and sums of squares of the rows of ``X`` (cells x genes)."""
-    ind = sparse.csr_matrix(
+def _indicator(labels: np.ndarray, k: int) -> sparse.csr_matrix:
+    """Clusters x cells 0/1 membership matrix of ``labels`` (integers 0..k-1)."""
+    return sparse.csr_matrix(
         (np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels))
     )
+
+
+def cluster_weights(labels: np.ndarray, connectivities, k: int) -> np.ndarray:
+    """Clusters x clusters sums of the cell graph's edge weights (dense)."""
+    ind = _indicator(labels, k)
+    return np.asarray((ind @ sparse.csr_matrix(connectivities) @ ind.T).todense(),
+                      dtype=np.float64)
+
+
+def cluster_affinity(C: np.ndarray) -> np.ndarray:
+    """Inter-cluster weight over the square root of the two clusters' volumes; the diagonal
+    is -1 so that a cluster is never its own most connected neighbour."""
+    vol = C.sum(1)
+    A = C / np.sqrt(np.outer(vol, vol) + 1e-12)
+    np.fill_diagonal(A, -1)
+    return A
+
+
+def _cluster_sums(X, labels: np.ndarray, k: int):
+    """Per-cluster cell counts, sums and sums of squares of the rows of ``X`` (cells x genes)."""
+    ind = _indicator(labels, k)
     X2 = X.multiply(X) if sparse.issparse(X) else np.asarray(X) ** 2
     X0 = (X != 0).astype(np.float64)
     s1, s2, s0 = (np.asarray(sparse.csr_matrix(ind @ M).toarray() if sparse.issparse(M)
@@ -95,10 +116,7 @@ def merge_clusters(
     k = int(labels.max()) + 1
     X = sparse.csr_matrix(X) if sparse.issparse(X) else np.asarray(X)
     n, s1, s2, s0 = _cluster_sums(X, labels, k)
-    W = sparse.csr_matrix(connectivities)
-    ind = sparse.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))),
-                            shape=(k, len(labels)))
-    C = np.asarray((ind @ W @ ind.T).todense(), dtype=np.float64)
+    C = cluster_weights(labels, connectivities, k)
     parent = np.arange(k)
     alive = np.ones(k, dtype=bool)
     cache: dict[tuple[int, int], int] = {}
@@ -106,9 +124,7 @@ def merge_clusters(
     target = max(int(min_clusters), 1) if n_clusters is None else int(n_clusters)
     while alive.sum() > target:
         idx = np.flatnonzero(alive)
-        vol = C[idx].sum(1)
-        A = C[np.ix_(idx, idx)] / np.sqrt(np.outer(vol, vol) + 1e-12)
-        np.fill_diagonal(A, -1)
+        A = cluster_affinity(C[np.ix_(idx, idx)])  # merged-away columns are zero
         pairs = set()
         for a in range(len(idx)):
             for b in np.argsort(-A[a])[:n_candidates]:

@@ -342,6 +342,8 @@ LINEAGES = {
 }
 
 UNASSIGNED = "unassigned"
+
+
 def default_sources() -> list[str]:
     """Marker sources used when none are named: the Cell Ontology's own texts with the
     marker database when it is installed, else with the gene-text links.
@@ -434,24 +436,26 @@ def _supported(eff: dict, d_row: np.ndarray, min_effect: float = 0.5) -> bool:
     return any(s > 0 and d_row[j] > min_effect for (j, s) in eff)
 
 
-def _common_parent(chosen, k, S, tindex, effs, D, cl, tie, steps, min_score):
+def _common_parent(chosen, s_row, d_row, tindex, effs, cl, tie, steps, min_score):
     """The first suggestion and the next one not on its is_a path nearly tied: name their
     nearest common is_a ancestor (within ``steps`` of the first, a supported candidate)
-    and keep both below it."""
+    and keep both below it. ``s_row``/``d_row``: one cluster's term scores/gene effects."""
+    def score(t):
+        return s_row[tindex[t]]
+
     t1 = chosen[0]
-    s1 = S[k, tindex[t1]]
     up1 = cl.ancestors(t1, steps)
     for c in chosen[1:]:
         if c in up1 or t1 in cl.ancestors(c):
             continue
-        if S[k, tindex[c]] < s1 - tie:
+        if score(c) < score(t1) - tie:
             return chosen
         upc = cl.ancestors(c, steps + 1)
         common = [a for a in up1 if a in upc and a in tindex
-                  and S[k, tindex[a]] >= min_score and _supported(effs[a], D[k])]
+                  and score(a) >= min_score and _supported(effs[a], d_row)]
         if not common:
             return chosen
-        a = min(common, key=lambda x: (up1[x] + upc[x], -S[k, tindex[x]], x))
+        a = min(common, key=lambda x: (up1[x] + upc[x], -score(x), x))
         return [a, *[t for t in chosen if t != a]]
     return chosen
 
@@ -579,6 +583,8 @@ def marker_annotation(
         # not support it but an ancestor among the candidates is supported
         chosen = []
         for t in order:
+            # at least three, so that the common-parent rule sees the same runner-ups
+            # whatever n_top is (the top-1 name must not depend on it)
             if len(chosen) >= max(n_top, 3):
                 break
             if not _supported(effs[t], D[k]):
@@ -600,7 +606,7 @@ def marker_annotation(
             if cur not in chosen and _supported(effs[cur], D[k]):
                 chosen.append(cur)
         if tie > 0 and chosen:
-            chosen = _common_parent(chosen, k, S, tindex, effs, D, cl, tie, tie_steps,
+            chosen = _common_parent(chosen, S[k], D[k], tindex, effs, cl, tie, tie_steps,
                                     min_score)
         chosen = chosen[:n_top]
         for r, t in enumerate(chosen, start=1):
