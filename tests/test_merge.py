@@ -69,8 +69,26 @@ def test_merge_clusters_history_and_markers(planted):
     assert (out1 == 0).all()
 
 
-@pytest.mark.parametrize("n_clusters", [None, 3])
-def test_model_merge_init(planted, n_clusters):
+def test_separation_counts_splits_without_markers(planted):
+    from scllm_dsc.graph._leiden import _graph
+    from scllm_dsc.graph._merge import separation
+
+    X, z, y = planted
+    W = _graph(z, 15, 0).obsp["connectivities"]
+    Xl = log_normalize(X)
+    lowest, weak = separation(y, W, Xl)
+    assert weak == 0 and lowest >= 10  # every planted type has 15 marker genes
+    # the large type cut in two halves (no gene tells them apart), the small ones merged
+    split = y.copy()
+    big = np.flatnonzero(y == 0)
+    split[big[: len(big) // 2]] = 3
+    split[y == 2] = 1
+    lowest, weak = separation(split, W, Xl)
+    assert weak == 2 and lowest < 10
+
+
+@pytest.mark.parametrize(("n_clusters", "init"), [(None, "merge"), (3, "merge"), (3, "auto")])
+def test_model_merge_init(planted, n_clusters, init):
     import anndata as ad
 
     import scllm_dsc as sd
@@ -79,12 +97,19 @@ def test_model_merge_init(planted, n_clusters):
     a = ad.AnnData(X)
     a.var_names = [f"g{i}" for i in range(a.n_vars)]
     sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=150, n_pcs=10)
-    model = sd.model.SCLLMDSC(a, n_clusters=n_clusters, n_latent=8, n_hidden=32, init="merge")
+    model = sd.model.SCLLMDSC(a, n_clusters=n_clusters, n_latent=8, n_hidden=32, init=init)
     model.train(max_epochs=3, batch_size=200, random_state=0, enable_progress_bar=False)
     k = model.n_clusters
     assert model.predict(soft=True).shape == (a.n_obs, k)
     if n_clusters is not None:
         assert k == n_clusters
+        if init == "auto":
+            # both candidate partitions were scored; the merge is taken only when it has no
+            # cluster without markers and k-means has
+            choice = model.init_choice_
+            assert set(choice) == {"chosen", "kmeans", "merge"}
+            merge_clean = choice["merge"][1] == 0 < choice["kmeans"][1]
+            assert choice["chosen"] == ("merge" if merge_clean else "kmeans")
     else:
         assert 2 <= k <= 6
     assert adjusted_rand_score(y, model.predict()) >= 0.8

@@ -163,6 +163,30 @@ def merge_clusters(
     return (out, history) if return_history else out
 
 
+def separation(labels: np.ndarray, connectivities, X, *, min_markers: int = 10,
+               min_lfc: float = 1.0, min_t: float = 5.0) -> tuple[int, int]:
+    """How well every cluster is told apart from its most connected neighbour.
+
+    For each cluster of ``labels``, the marker genes (as in :func:`merge_clusters`) between
+    it and the cluster it shares most edge weight with (over the square root of the volumes).
+
+    Returns
+    -------
+    The smallest of these marker counts and the number of clusters with fewer than
+    ``min_markers`` ("weak" clusters: a split that no genes support).
+    """
+    _, labels = np.unique(np.asarray(labels), return_inverse=True)
+    k = int(labels.max()) + 1
+    if k < 2:
+        return 0, 1
+    X = sparse.csr_matrix(X) if sparse.issparse(X) else np.asarray(X)
+    n, s1, s2, s0 = _cluster_sums(X, labels, k)
+    A = cluster_affinity(cluster_weights(labels, connectivities, k))
+    m = np.array([_n_markers(n, s1, s2, s0, a, int(np.argmax(A[a])), min_lfc, min_t)
+                  for a in range(k)])
+    return int(m.min()), int((m < min_markers).sum())
+
+
 def log_normalize(X, target_sum: float | None = None):
     """``log1p`` of counts scaled to ``target_sum`` per cell (``None``: the median total, as
     ``sc.pp.normalize_total``; this keeps the marker threshold independent of how many genes

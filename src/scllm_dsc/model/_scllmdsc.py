@@ -203,16 +203,25 @@ class SCLLMDSC(BaseModelClass):
     resolution
         Leiden resolution used when ``n_clusters`` is ``None`` and ``init="leiden"``.
     init
-        How the cluster centres are initialised from the pre-trained fused latent:
-        ``"kmeans"`` (default) or ``"leiden"`` (resolution bisected to ``n_clusters``; with
-        ``n_clusters=None``: Leiden at ``resolution``); or ``"merge"``: a
-        Leiden over-clustering merged to ``n_clusters`` on the latent's kNN graph by
-        :func:`~scllm_dsc.graph.overcluster_merge` (most connected pair first, pairs that
-        marker genes of the registered counts tell apart last), and with
-        ``n_clusters=None`` merged until every connected pair has markers, which sets the
-        number of clusters (also what the default does with ``n_clusters=None``). Computed
-        on at most 50,000 sampled cells. Measurements: the
-        benchmarks page.
+        How the cluster centres are initialised from the pre-trained fused latent, computed
+        on at most 50,000 sampled cells:
+
+        - ``"merge"``: a Leiden over-clustering merged to ``n_clusters`` on the latent's kNN
+          graph by :func:`~scllm_dsc.graph.overcluster_merge` (most connected pair first,
+          pairs that marker genes of the registered counts tell apart last); with
+          ``n_clusters=None`` merged until every connected pair has markers, which sets the
+          number of clusters.
+        - ``"kmeans"``: k-means (10 restarts).
+        - ``"auto"`` (default): with ``n_clusters=None`` as ``"merge"``; at a given
+          ``n_clusters`` both of the above, and the merge partition is kept when marker genes
+          (at least 10) tell each of its clusters apart from its most connected neighbour
+          while some k-means cluster is not told apart so (k-means splits a large type when
+          it must place centres for small ones), else k-means. The choice is in
+          ``model.init_choice_``.
+        - ``"leiden"``: Leiden with the resolution bisected to ``n_clusters``; with
+          ``n_clusters=None``: Leiden at ``resolution``.
+
+        Measurements: the benchmarks page.
     gene_text_init
         With a gene graph (``setup_anndata(gene_graph=True)``): append the genes' text
         embeddings (``adata.varm["gene_text"]``, when present) to their expression profiles
@@ -250,15 +259,17 @@ class SCLLMDSC(BaseModelClass):
         path_weight: float = 0.5,
         target: Literal["sinkhorn", "dec"] = "sinkhorn",
         resolution: float = 1.0,
-        init: Literal["kmeans", "leiden", "merge"] = "kmeans",
+        init: Literal["auto", "kmeans", "merge", "leiden"] = "auto",
         gene_text_init: bool = True,
         **module_kwargs,
     ):
         super().__init__(adata)
         if n_clusters is not None and int(n_clusters) < 2:
             raise ValueError(f"`n_clusters` must be >= 2 or None, got {n_clusters}.")
-        if init not in ("kmeans", "leiden", "merge"):
-            raise ValueError(f"`init` must be 'kmeans', 'leiden' or 'merge', got {init!r}.")
+        if init not in ("auto", "kmeans", "merge", "leiden"):
+            raise ValueError(
+                f"`init` must be 'auto', 'kmeans', 'merge' or 'leiden', got {init!r}."
+            )
         n_cells = self.summary_stats.n_cells
         is_query = bool(self.adata.uns.get(_QUERY, False))
         if n_clusters is not None and int(n_clusters) >= n_cells and not is_query:
@@ -644,7 +655,7 @@ class SCLLMDSC(BaseModelClass):
 
     def _init_clusters(self) -> None:
         """Centres of the clusters of the pre-trained fused latent (see ``init``)."""
-        from ..graph import leiden_labels, leiden_n_clusters
+        from ..graph import leiden_labels, leiden_n_clusters, overcluster_merge
 
         n = self.adata.n_obs
         rs = getattr(self, "_random_state", 0)
@@ -656,12 +667,11 @@ class SCLLMDSC(BaseModelClass):
         if n > _INIT_MAX_CELLS:
             sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False))
         zs = self.get_latent_representation(indices=sub)
-        if self.init == "merge" or (self.n_clusters is None and self.init == "kmeans"):
-            from ..graph._merge import overcluster_merge
-
-            counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            counts = counts if sub is None else counts[sub]
-            labels = overcluster_merge(zs, counts, self.n_clusters, random_state=rs)
+        if self.init == "merge" or (self.n_clusters is None and self.init in ("kmeans", "auto")):
+            labels = overcluster_merge(zs, self._init_counts(sub), self.n_clusters,
+                                       random_state=rs)
+        elif self.init == "auto":
+            labels = self._pick_partition(zs, sub, rs)
         elif self.n_clusters is None:
             labels = leiden_labels(zs, self.resolution, random_state=rs)
         elif self.init == "kmeans":
@@ -689,6 +699,38 @@ class SCLLMDSC(BaseModelClass):
             km = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=rs).fit(zs)
             centers = km.cluster_centers_
         self.module.init_centers(torch.as_tensor(centers, dtype=torch.float32))
+
+    def _init_counts(self, sub):
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        return counts if sub is None else counts[sub]
+
+    def _pick_partition(self, zs: np.ndarray, sub, rs: int) -> np.ndarray:
+        """Over-cluster-and-merge at ``n_clusters`` when marker genes tell every one of its
+        clusters apart from its most connected neighbour and not every k-means cluster;
+        k-means otherwise."""
+        from sklearn.cluster import KMeans
+
+        from ..graph import overcluster_merge
+        from ..graph._leiden import _graph
+        from ..graph._merge import log_normalize, separation
+
+        counts = self._init_counts(sub)
+        parts = {
+            "kmeans": KMeans(n_clusters=self.n_clusters, n_init=10,
+                             random_state=rs).fit_predict(zs),
+            "merge": overcluster_merge(zs, counts, self.n_clusters, random_state=rs),
+        }
+        W = _graph(zs, 15, rs).obsp["connectivities"]
+        Xl = log_normalize(counts)
+        sep = {m: separation(lab, W, Xl) for m, lab in parts.items()}
+        # k-means splits a large type where it must place k centres in data with small
+        # types (its clusters without markers); the merge keeps it whole and reaches k only
+        # with splits that genes support. Where neither is clean (continua, subtypes told
+        # apart by few genes) k-means' partition is kept.
+        best = "merge" if sep["merge"][1] == 0 < sep["kmeans"][1] else "kmeans"
+        logger.info("Initial partition: %s (weak clusters, minimum markers: %s).", best, sep)
+        self.init_choice_ = {"chosen": best, **{m: list(v) for m, v in sep.items()}}
+        return parts[best]
 
     def _target_fn(self):
         from ..nn import dec_target, sinkhorn_target

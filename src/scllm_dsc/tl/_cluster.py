@@ -109,7 +109,10 @@ def cluster(
         Number of clusters. ``None`` estimates it label-free on the pre-trained fused
         embedding: a Leiden over-clustering merged until marker genes tell every pair of
         connected clusters apart (:func:`~scllm_dsc.graph.overcluster_merge`); with
-        ``model_kwargs={{"init": "leiden"}}``, Leiden at ``resolution``.
+        ``model_kwargs={{"init": "leiden"}}``, Leiden at ``resolution``. A given number
+        starts from k-means, or from the over-clustering merged to it when that leaves no
+        cluster without markers and k-means does (``init`` of
+        :class:`~scllm_dsc.model.SCLLMDSC`).
     {key_added}
     {random_state}
         The same seed on CPU gives identical labels.
