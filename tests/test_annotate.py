@@ -349,3 +349,17 @@ def test_default_sources_prefer_the_marker_database(knowledge, monkeypatch, inst
         assert a.uns["cluster_annotation"]["params"]["sources"] == expected
         assigned = a.uns["cluster_annotation"]["assigned"].set_index("cluster")["name"]
         assert assigned["B"] == "B cell"
+
+
+def test_child_with_its_own_markers_up_keeps_its_name():
+    """The climb to an ancestor is vetoed when the markers the child has beyond it are up."""
+    from scllm_dsc.tl._annotate import _specific
+
+    parent = {(0, 1): (1.0, [], 0)}
+    child = {(0, 1): (1.0, [], 1), (1, 1): (1.0, [], 0), (2, -1): (1.0, [], 0)}
+    up, flat = np.array([2.0, 2.0, 0.0]), np.array([2.0, 0.0, 0.0])
+    assert _specific(child, parent, up, shrink=1.0, threshold=0.5)  # 2 * 1 / (1 + 1) = 1
+    assert not _specific(child, parent, flat, shrink=1.0, threshold=0.5)
+    assert not _specific(parent, parent, up, shrink=1.0, threshold=0.5)  # nothing beyond
+    assert not _specific(child, parent, up, shrink=1.0, threshold=None)
+

@@ -436,6 +436,16 @@ def _supported(eff: dict, d_row: np.ndarray, min_effect: float = 0.5) -> bool:
     return any(s > 0 and d_row[j] > min_effect for (j, s) in eff)
 
 
+def _specific(child: dict, parent: dict, d_row: np.ndarray, shrink: float,
+              threshold: float | None) -> bool:
+    """Whether the child's markers that its ancestor lacks are clearly up (score of those
+    markers alone at least ``threshold``)."""
+    if threshold is None:
+        return False
+    extra = {k: v for k, v in child.items() if k not in parent and k[1] > 0}
+    return bool(extra) and _score(extra, d_row, shrink)[0] >= threshold
+
+
 def _common_parent(chosen, s_row, d_row, tindex, effs, cl, tie, steps, min_score):
     """The first suggestion and the next one not on its is_a path nearly tied: name their
     nearest common is_a ancestor (within ``steps`` of the first, a supported candidate)
@@ -479,6 +489,7 @@ def marker_annotation(
     contrast: float = 0.5,
     tie: float = 0.2,
     tie_steps: int = 2,
+    keep_specific: float | None = 0.5,
     n_evidence: int = 8,
     min_evidence: float = 0.25,
     narrow: bool = False,
@@ -599,7 +610,8 @@ def marker_annotation(
                 # with support of its own, so the steps do not add up) is the safer name
                 floor = anchor - margin if not weak_own else min_score
                 ups = [a for a in cl.ancestors(cur, 3) if a in tindex
-                       and S[k, tindex[a]] >= max(floor, min_score)]
+                       and S[k, tindex[a]] >= max(floor, min_score)
+                       and not _specific(effs[cur], effs[a], D[k], shrink, keep_specific)]
                 if not ups:
                     break
                 cur = max(ups, key=lambda a: (S[k, tindex[a]], a))
@@ -655,6 +667,7 @@ def marker_annotation(
             "n_candidates": int(len(tlist)), "n_top": int(n_top), "min_score": float(min_score),
             "min_own": float(min_own), "decay": float(decay), "shrink": float(shrink),
             "margin": float(margin), "contrast": float(contrast), "tie": float(tie),
+            "keep_specific": keep_specific,
             "lineages": [cl.label[t] for t in lineages_found], "layer": layer,
         },
     }
@@ -751,7 +764,8 @@ def annotate_clusters(
     4. **Hierarchy**: a term whose own markers do not support the cluster (own score below
        ``min_score``), or whose ancestor among the candidates scores nearly as well, gives
        way to that ancestor, so a confident parent ("T cell") is preferred over a shaky
-       child. When the two best suggestions are not on one is_a path and nearly tie
+       child; unless the markers the term has beyond that ancestor's are clearly up on their
+       own (score at least 0.5: the granzymes of a cytotoxic T cell). When the two best suggestions are not on one is_a path and nearly tie
        (within 0.2), the cluster is named by their nearest common ancestor ("monocyte" when
        "classical" and "non-classical monocyte" cannot be told apart), with both below it.
     5. A cluster whose best term scores below ``min_score``, or has no marker with an
