@@ -764,10 +764,11 @@ def annotate_clusters(
     4. **Hierarchy**: a term whose own markers do not support the cluster (own score below
        ``min_score``), or whose ancestor among the candidates scores nearly as well, gives
        way to that ancestor, so a confident parent ("T cell") is preferred over a shaky
-       child; unless the markers the term has beyond that ancestor's are clearly up on their
-       own (score at least 0.5: the granzymes of a cytotoxic T cell). When the two best suggestions are not on one is_a path and nearly tie
-       (within 0.2), the cluster is named by their nearest common ancestor ("monocyte" when
-       "classical" and "non-classical monocyte" cannot be told apart), with both below it.
+       child, unless the markers the term has beyond that ancestor's are clearly up on their
+       own (score at least 0.5: the granzymes of a cytotoxic T cell). When the two best
+       suggestions are not on one is_a path and nearly tie (within 0.2), the cluster is
+       named by their nearest common ancestor ("monocyte" when "classical" and
+       "non-classical monocyte" cannot be told apart), with both below it.
     5. A cluster whose best term scores below ``min_score``, or has no marker with an
        effect above 0.5, is named ``"unassigned"``.
 
