@@ -64,6 +64,7 @@ def test_cluster_is_quiet_and_names_its_stages(pbmc, capfd):
     assert k == len(a.obs["scllm_dsc"].cat.categories) == a.obsm["scllm_dsc_proba"].shape[1]
     assert a.uns["scllm_dsc"]["params"]["n_clusters_requested"] == 4
     assert a.uns["scllm_dsc"]["params"]["n_clusters_trained"] == 4
+    assert a.uns["scllm_dsc"]["params"]["init"] in ("kmeans", "merge")
     assert a.obs["scllm_dsc"].value_counts().min() > 0
 
 

@@ -216,10 +216,13 @@ class SCLLMDSC(BaseModelClass):
           ``n_clusters`` both of the above, and the merge partition is kept when marker genes
           (at least 10) tell each of its clusters apart from its most connected neighbour
           while some k-means cluster is not told apart so (k-means splits a large type when
-          it must place centres for small ones), else k-means. The choice is in
-          ``model.init_choice_``.
+          it must place centres for small ones), else k-means.
         - ``"leiden"``: Leiden with the resolution bisected to ``n_clusters``; with
           ``n_clusters=None``: Leiden at ``resolution``.
+
+        The partition used (and, for ``"auto"`` at a given ``n_clusters``, both candidates'
+        smallest marker count and number of clusters without markers) is in
+        ``model.init_choice_`` after training.
 
         Measurements: the benchmarks page.
     gene_text_init
@@ -667,9 +670,11 @@ class SCLLMDSC(BaseModelClass):
         if n > _INIT_MAX_CELLS:
             sub = np.sort(rng.choice(n, _INIT_MAX_CELLS, replace=False))
         zs = self.get_latent_representation(indices=sub)
+        self.init_choice_ = {"chosen": self.init}
         if self.init == "merge" or (self.n_clusters is None and self.init in ("kmeans", "auto")):
             labels = overcluster_merge(zs, self._init_counts(sub), self.n_clusters,
                                        random_state=rs)
+            self.init_choice_ = {"chosen": "merge"}
         elif self.init == "auto":
             labels = self._pick_partition(zs, sub, rs)
         elif self.n_clusters is None:

@@ -344,6 +344,8 @@ def cluster(
             "n_clusters_requested": -1 if n_clusters is None else int(n_clusters),
             "n_clusters_estimated": int(model.n_clusters) if n_clusters is None else -1,
             "n_clusters_trained": int(k_model),
+            # the initial partition used: "kmeans", "merge" or "leiden"
+            "init": getattr(model, "init_choice_", {}).get("chosen", model.init),
             "resolution": float(resolution),
             "use_semantic": bool(use_semantic),
             "semantic_keys": list(semantic) if use_semantic else [],
