@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, RESULTS, quiet_training  # noqa: E402
+from _common import DEFAULT_DATA, RESULTS, load_labelled, quiet_training  # noqa: E402
 
 CONFIGS = {
     # name: (marginals, init, given k?)
@@ -33,7 +33,6 @@ CONFIGS = {
 
 
 def main(argv=None):
-    import anndata as ad
     from sklearn.metrics import adjusted_rand_score as ari
 
     import scllm_dsc as sd
@@ -50,10 +49,8 @@ def main(argv=None):
     quiet_training(1)
     rows = []
     for name in a.datasets:
-        adata = ad.read_h5ad(DEFAULT_DATA / f"{name}.h5ad")
-        y = adata.obs["cell_type"].astype(str).to_numpy()
+        adata, y = load_labelled(DEFAULT_DATA, name)
         k = len(np.unique(y))
-        adata.obs = adata.obs[[]]
         for seed in a.seeds:
             for c in a.configs:
                 marginals, init, given = CONFIGS[c]

@@ -24,12 +24,11 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, DEFAULT_GENETEXT, RESULTS, quiet_training  # noqa: E402
+from _common import DEFAULT_DATA, DEFAULT_GENETEXT, RESULTS, load_labelled, quiet_training  # noqa: E402
 from quality import Context  # noqa: E402
 
 
 def main(argv=None):
-    import anndata as ad
     from sklearn.metrics import adjusted_rand_score
 
     import scllm_dsc as sd
@@ -45,10 +44,8 @@ def main(argv=None):
     quiet_training(a.threads)
     rows = []
     for name in a.datasets:
-        adata = ad.read_h5ad(DEFAULT_DATA / f"{name}.h5ad")
-        y = adata.obs["cell_type"].astype(str).to_numpy()
+        adata, y = load_labelled(DEFAULT_DATA, name)
         k = len(np.unique(y))
-        adata.obs = adata.obs[[]]
         ctx = Context(adata, DEFAULT_GENETEXT, 0)
         ctx.semantic()
         for seed in a.seeds:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, RESULTS, log_normalised_pca  # noqa: E402
+from _common import DEFAULT_DATA, RESULTS, load_labelled, log_normalised_pca  # noqa: E402
 from quality import DATASETS  # noqa: E402
 
 
@@ -54,7 +54,6 @@ def edge_merge(labels, W, k):
 
 
 def main(argv=None):
-    import anndata as ad
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score as ari
 
@@ -74,10 +73,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     rows = []
     for name in a.datasets:
-        adata = ad.read_h5ad(DEFAULT_DATA / f"{name}.h5ad")
-        y = adata.obs["cell_type"].astype(str).to_numpy()
+        adata, y = load_labelled(DEFAULT_DATA, name)
         k = len(np.unique(y))
-        adata.obs = adata.obs[[]]
         for seed in a.seeds:
             t0 = time.perf_counter()
             pca = log_normalised_pca(adata, random_state=seed)
