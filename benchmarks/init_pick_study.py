@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 from scipy import sparse
 from sklearn.cluster import KMeans
@@ -30,25 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, log_normalised_pca  # noqa: E402
 
 from scllm_dsc.graph._leiden import _graph  # noqa: E402
-from scllm_dsc.graph._merge import (  # noqa: E402
-    _cluster_sums,
-    _n_markers,
-    cluster_affinity,
-    cluster_weights,
-    log_normalize,
-    overcluster_merge,
-)
-
-
-def separation(labels, W, Xl) -> tuple[int, int]:
-    """(smallest marker count to the most connected neighbour, clusters under 10)."""
-    _, labels = np.unique(labels, return_inverse=True)
-    k = labels.max() + 1
-    n, s1, s2, s0 = _cluster_sums(Xl, labels, k)
-    A = cluster_affinity(cluster_weights(labels, W, k))
-    m = np.array([_n_markers(n, s1, s2, s0, a, int(np.argmax(A[a])), 1.0, 5.0)
-                  for a in range(k)])
-    return int(m.min()), int((m < 10).sum())
+from scllm_dsc.graph._merge import log_normalize, overcluster_merge, separation  # noqa: E402
 
 
 def main(names: list[str]) -> pd.DataFrame:
