@@ -362,4 +362,3 @@ def test_child_with_its_own_markers_up_keeps_its_name():
     assert not _specific(child, parent, flat, shrink=1.0, threshold=0.5)
     assert not _specific(parent, parent, up, shrink=1.0, threshold=0.5)  # nothing beyond
     assert not _specific(child, parent, up, shrink=1.0, threshold=None)
-

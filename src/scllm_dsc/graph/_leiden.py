@@ -51,7 +51,11 @@ def leiden_n_clusters(
     so the result may differ from ``n_clusters`` when no resolution hits it exactly. Unlike
     k-means, Leiden does not favour equal-sized clusters, so rare populations survive.
     """
-    tmp = _graph(z, n_neighbors, random_state)
+    return _bisect(_graph(z, n_neighbors, random_state), n_clusters, random_state, max_iter)
+
+
+def _bisect(tmp, n_clusters: int, random_state: int, max_iter: int = 30) -> np.ndarray:
+    """:func:`leiden_n_clusters` on a graph built by :func:`_graph`."""
     best, best_gap = None, np.inf
 
     def run(res):

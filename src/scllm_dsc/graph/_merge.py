@@ -231,16 +231,24 @@ def overcluster_merge(
     **merge_kwargs
         Passed to :func:`merge_clusters`.
     """
-    from ._leiden import _graph, _run, leiden_n_clusters
+    from ._leiden import _graph
 
-    tmp = _graph(z, n_neighbors, random_state)
+    return _overcluster_merge(_graph(z, n_neighbors, random_state), log_normalize(X),
+                              n_clusters, over=over, resolution=resolution,
+                              random_state=random_state, **merge_kwargs)
+
+
+def _overcluster_merge(tmp, Xl, n_clusters: int | None, *, over: float = 3.0,
+                       resolution: float = 3.0, random_state: int = 0, **merge_kwargs):
+    """:func:`overcluster_merge` on a graph built by ``graph._leiden._graph`` and
+    log-normalised counts (for callers that use both again)."""
+    from ._leiden import _bisect, _run
+
     if n_clusters is None:
         start = _run(tmp, resolution, random_state)
     else:
-        start = leiden_n_clusters(z, max(int(round(over * n_clusters)), n_clusters),
-                                  n_neighbors=n_neighbors, random_state=random_state)
+        start = _bisect(tmp, max(int(round(over * n_clusters)), n_clusters), random_state)
         if int(start.max()) + 1 < n_clusters:  # too few clusters at any resolution
             return start
     merge_kwargs.setdefault("min_clusters", 2)
-    return merge_clusters(start, tmp.obsp["connectivities"], log_normalize(X), n_clusters,
-                          **merge_kwargs)
+    return merge_clusters(start, tmp.obsp["connectivities"], Xl, n_clusters, **merge_kwargs)

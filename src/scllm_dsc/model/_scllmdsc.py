@@ -715,18 +715,18 @@ class SCLLMDSC(BaseModelClass):
         k-means otherwise."""
         from sklearn.cluster import KMeans
 
-        from ..graph import overcluster_merge
         from ..graph._leiden import _graph
-        from ..graph._merge import log_normalize, separation
+        from ..graph._merge import _overcluster_merge, log_normalize, separation
 
-        counts = self._init_counts(sub)
+        # one kNN graph and one log-normalisation for the merge and both separations
+        tmp = _graph(zs, 15, rs)
+        Xl = log_normalize(self._init_counts(sub))
         parts = {
             "kmeans": KMeans(n_clusters=self.n_clusters, n_init=10,
                              random_state=rs).fit_predict(zs),
-            "merge": overcluster_merge(zs, counts, self.n_clusters, random_state=rs),
+            "merge": _overcluster_merge(tmp, Xl, self.n_clusters, random_state=rs),
         }
-        W = _graph(zs, 15, rs).obsp["connectivities"]
-        Xl = log_normalize(counts)
+        W = tmp.obsp["connectivities"]
         sep = {m: separation(lab, W, Xl) for m, lab in parts.items()}
         # k-means splits a large type where it must place k centres in data with small
         # types (its clusters without markers); the merge keeps it whole and reaches k only

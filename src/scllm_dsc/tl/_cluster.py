@@ -345,7 +345,7 @@ def cluster(
             "n_clusters_estimated": int(model.n_clusters) if n_clusters is None else -1,
             "n_clusters_trained": int(k_model),
             # the initial partition used: "kmeans", "merge" or "leiden"
-            "init": getattr(model, "init_choice_", {}).get("chosen", model.init),
+            "init": model.init_choice_["chosen"],
             "resolution": float(resolution),
             "use_semantic": bool(use_semantic),
             "semantic_keys": list(semantic) if use_semantic else [],
