@@ -84,3 +84,18 @@ def _isolated_cache(tmp_path_factory):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Seed torch's and numpy's global generators before every test.
+
+    A model draws its initial weights when it is created, before ``train(random_state=...)``
+    seeds anything (as in scvi-tools); without this a test's result would depend on which
+    tests ran before it in the same process.
+    """
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)  # noqa: NPY002 (the legacy global generator is what is seeded)

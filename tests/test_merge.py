@@ -87,6 +87,23 @@ def test_separation_counts_splits_without_markers(planted):
     assert weak == 2 and lowest < 10
 
 
+def test_joined_counts_lost_distinctions(planted):
+    from scllm_dsc.graph._merge import joined
+
+    X, _, y = planted
+    Xl = log_normalize(X)
+    assert joined(y, y, Xl) == 0
+    # two planted types (15 marker genes apart) in one cluster: one distinction lost
+    together = np.where(y == 2, 1, y)
+    assert joined(together, y, Xl) == 1
+    # a cluster holding two halves of one type loses nothing: no gene tells them apart
+    halves = y.copy()
+    big = np.flatnonzero(y == 0)
+    halves[big[: len(big) // 2]] = 3
+    assert joined(y, halves, Xl) == 0
+    assert joined(halves, y, Xl) == 0
+
+
 @pytest.mark.parametrize(("n_clusters", "init"), [(None, "merge"), (3, "merge"), (3, "auto")])
 def test_model_merge_init(planted, n_clusters, init):
     import anndata as ad
@@ -108,8 +125,9 @@ def test_model_merge_init(planted, n_clusters, init):
             # cluster without markers and k-means has
             choice = model.init_choice_
             assert set(choice) == {"chosen", "kmeans", "merge"}
-            merge_clean = choice["merge"][1] == 0 < choice["kmeans"][1]
-            assert choice["chosen"] == ("merge" if merge_clean else "kmeans")
+            merge_ok = (choice["merge"][1] == 0 < choice["kmeans"][1]
+                        and choice["merge"][2] <= choice["kmeans"][2])
+            assert choice["chosen"] == ("merge" if merge_ok else "kmeans")
     else:
         assert 2 <= k <= 6
     assert adjusted_rand_score(y, model.predict()) >= 0.8
