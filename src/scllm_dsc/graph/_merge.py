@@ -187,31 +187,6 @@ def separation(labels: np.ndarray, connectivities, X, *, min_markers: int = 10,
     return int(m.min()), int((m < min_markers).sum())
 
 
-def joined(labels: np.ndarray, reference: np.ndarray, X, *, min_markers: int = 10,
-           min_lfc: float = 1.0, min_t: float = 5.0) -> int:
-    """How many clusters of ``labels`` join clusters of ``reference`` that genes tell apart.
-
-    A cluster of ``labels`` joins the ``reference`` clusters that have most of their cells
-    in it; it counts when two of these have at least ``min_markers`` marker genes between
-    them (as in :func:`merge_clusters`): a distinction the other partition makes and
-    markers support, lost.
-    """
-    _, labels = np.unique(np.asarray(labels), return_inverse=True)
-    _, ref = np.unique(np.asarray(reference), return_inverse=True)
-    k = int(ref.max()) + 1
-    X = sparse.csr_matrix(X) if sparse.issparse(X) else np.asarray(X)
-    n, s1, s2, s0 = _cluster_sums(X, ref, k)
-    C = np.asarray(_indicator(ref, k) @ _indicator(labels, int(labels.max()) + 1).T.todense())
-    home = np.where(C.max(1) > C.sum(1) / 2, C.argmax(1), -1)
-    count = 0
-    for m in np.unique(home[home >= 0]):
-        members = np.flatnonzero(home == m)
-        if any(_n_markers(n, s1, s2, s0, a, b, min_lfc, min_t) >= min_markers
-               for i, a in enumerate(members) for b in members[i + 1:]):
-            count += 1
-    return count
-
-
 def log_normalize(X, target_sum: float | None = None):
     """``log1p`` of counts scaled to ``target_sum`` per cell (``None``: the median total, as
     ``sc.pp.normalize_total``; this keeps the marker threshold independent of how many genes

@@ -216,15 +216,13 @@ class SCLLMDSC(BaseModelClass):
           ``n_clusters`` both of the above, and the merge partition is kept when marker genes
           (at least 10) tell each of its clusters apart from its most connected neighbour
           while some k-means cluster is not told apart so (k-means splits a large type when
-          it must place centres for small ones), provided the merge joins no more pairs of
-          clusters that markers tell apart (one partition's clusters with most of their
-          cells in one cluster of the other) than k-means does; else k-means.
+          it must place centres for small ones), else k-means.
         - ``"leiden"``: Leiden with the resolution bisected to ``n_clusters``; with
           ``n_clusters=None``: Leiden at ``resolution``.
 
-        The partition used (and, for ``"auto"`` at a given ``n_clusters``, each candidate's
-        smallest marker count, number of clusters without markers and number of joined
-        distinctions) is in ``model.init_choice_`` after training.
+        The partition used (and, for ``"auto"`` at a given ``n_clusters``, both candidates'
+        smallest marker count and number of clusters without markers) is in
+        ``model.init_choice_`` after training.
 
         Measurements: the benchmarks page.
     gene_text_init
@@ -713,13 +711,12 @@ class SCLLMDSC(BaseModelClass):
 
     def _pick_partition(self, zs: np.ndarray, sub, rs: int) -> np.ndarray:
         """Over-cluster-and-merge at ``n_clusters`` when marker genes tell every one of its
-        clusters apart from its most connected neighbour and not every k-means cluster, and
-        it joins no more marker-supported k-means distinctions than k-means joins of its
-        own; k-means otherwise."""
+        clusters apart from its most connected neighbour and not every k-means cluster;
+        k-means otherwise."""
         from sklearn.cluster import KMeans
 
         from ..graph._leiden import _graph
-        from ..graph._merge import _overcluster_merge, joined, log_normalize, separation
+        from ..graph._merge import _overcluster_merge, log_normalize, separation
 
         # one kNN graph and one log-normalisation for the merge and both separations
         tmp = _graph(zs, 15, rs)
@@ -734,17 +731,10 @@ class SCLLMDSC(BaseModelClass):
         # k-means splits a large type where it must place k centres in data with small
         # types (its clusters without markers); the merge keeps it whole and reaches k only
         # with splits that genes support. Where neither is clean (continua, subtypes told
-        # apart by few genes) k-means' partition is kept. At the same k, keeping a type
-        # whole means joining something else: the merge must not lose more distinctions
-        # that markers support (two k-means clusters in one of its clusters) than k-means
-        # loses of the merge's.
-        lost = {"merge": joined(parts["merge"], parts["kmeans"], Xl),
-                "kmeans": joined(parts["kmeans"], parts["merge"], Xl)}
-        clean = sep["merge"][1] == 0 < sep["kmeans"][1]
-        best = "merge" if clean and lost["merge"] <= lost["kmeans"] else "kmeans"
-        logger.info("Initial partition: %s (minimum markers, weak clusters: %s; joined "
-                    "distinctions: %s).", best, sep, lost)
-        self.init_choice_ = {"chosen": best, **{m: [*sep[m], lost[m]] for m in parts}}
+        # apart by few genes) k-means' partition is kept.
+        best = "merge" if sep["merge"][1] == 0 < sep["kmeans"][1] else "kmeans"
+        logger.info("Initial partition: %s (weak clusters, minimum markers: %s).", best, sep)
+        self.init_choice_ = {"chosen": best, **{m: list(v) for m, v in sep.items()}}
         return parts[best]
 
     def _target_fn(self):
