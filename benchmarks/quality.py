@@ -372,7 +372,8 @@ def main(argv=None):
                         help="no cell sentences: the semantic view is Path 1 alone, as in "
                              "sd.tl.cluster's default (Path 2 methods cannot run)")
     parser.add_argument("--from-csv", type=Path, nargs="+", default=None,
-                        help="only rebuild the markdown from these CSVs (concatenated; for a dataset, method and seed in several, the last one counts)")
+                        help="only rebuild the markdown from these CSVs (concatenated; for "
+                             "a dataset, method and seed in several, the last one counts)")
     args = parser.parse_args(argv)
     if args.from_csv:
         df = pd.concat([pd.read_csv(p) for p in args.from_csv], ignore_index=True)

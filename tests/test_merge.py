@@ -14,7 +14,7 @@ SIZES = (600, 150, 50)
 
 
 def _planted(seed: int = 0, n_genes: int = 200, sizes: tuple[int, ...] = SIZES):
-    """Counts of three types (600/150/50 cells), each with 15 marker genes 8x up."""
+    """Counts of planted types (default 600/150/50 cells), each with 15 marker genes 8x up."""
     rng = np.random.default_rng(seed)
     base = rng.gamma(2.0, 0.5, n_genes)
     rows, y = [], []
