@@ -105,19 +105,24 @@ def test_model_merge_init(planted, n_clusters, init):
         assert k == n_clusters
         if init == "auto":
             # both candidate partitions were scored; the merge is taken only when it has no
-            # cluster without markers and k-means has
+            # cluster without markers, k-means has, and restarts reproduce it at least as well
             choice = model.init_choice_
-            assert set(choice) == {"chosen", "kmeans", "merge"}
             merge_clean = choice["merge"][1] == 0 < choice["kmeans"][1]
-            assert choice["chosen"] == ("merge" if merge_clean else "kmeans")
+            assert set(choice) == {"chosen", "kmeans", "merge"} | (
+                {"stability"} if merge_clean else set())
+            stable = merge_clean and (choice["stability"]["merge"]
+                                      >= choice["stability"]["kmeans"])
+            assert choice["chosen"] == ("merge" if stable else "kmeans")
     else:
         assert 2 <= k <= 6
     assert adjusted_rand_score(y, model.predict()) >= 0.8
 
 
-def test_auto_init_keeps_a_large_type_whole():
-    """k-means at k=3 cuts an elongated large type in two and puts one centre on two small
-    nearby types; the merge partition keeps the large type whole and is the one chosen."""
+@pytest.fixture(scope="module")
+def large_type():
+    """Counts with a large type and two small ones, and a latent where the large type is
+    elongated and the small ones lie close together: k-means at k=3 cuts the large type in
+    two and puts one centre on both small types."""
     import anndata as ad
 
     import scllm_dsc as sd
@@ -129,12 +134,38 @@ def test_auto_init_keeps_a_large_type_whole():
     z = (centres[y] + rng.normal(size=(len(y), 2)) * spread[y]).astype(np.float32)
     a = ad.AnnData(X)
     sd.model.SCLLMDSC.setup_anndata(a, semantic_keys=None, n_top_genes=150, n_pcs=10)
-    model = sd.model.SCLLMDSC(a, n_clusters=3, n_latent=8, n_hidden=32, init="auto")
+    return sd.model.SCLLMDSC(a, n_clusters=3, n_latent=8, n_hidden=32, init="auto"), z, y
+
+
+def test_auto_init_keeps_a_large_type_whole(large_type):
+    """The merge partition keeps the large type whole and is the one chosen."""
+    model, z, y = large_type
     labels = model._pick_partition(z, None, 0)
     choice = model.init_choice_
     assert choice["chosen"] == "merge"
     assert choice["kmeans"][1] > 0 and choice["merge"][1] == 0  # k-means: a split, no markers
+    assert choice["stability"]["merge"] >= choice["stability"]["kmeans"]
     assert adjusted_rand_score(y, labels) == pytest.approx(1.0)
+
+
+def test_auto_init_needs_a_reproducible_merge(large_type, monkeypatch):
+    """A merge partition that restarts do not reproduce is not taken over k-means."""
+    import scllm_dsc.graph._merge as merge_module
+
+    model, z, _ = large_type
+    real = merge_module._overcluster_merge
+
+    def unstable(tmp, Xl, n_clusters, *, random_state=0, **kwargs):
+        if random_state == 0:
+            return real(tmp, Xl, n_clusters, random_state=random_state, **kwargs)
+        return np.random.default_rng(random_state).integers(0, n_clusters, tmp.n_obs)
+
+    monkeypatch.setattr(merge_module, "_overcluster_merge", unstable)
+    model._pick_partition(z, None, 0)
+    choice = model.init_choice_
+    assert choice["merge"][1] == 0 < choice["kmeans"][1]  # the marker rule alone: merge
+    assert choice["stability"]["merge"] < choice["stability"]["kmeans"]
+    assert choice["chosen"] == "kmeans"
 
 
 def test_model_rejects_unknown_init(planted):

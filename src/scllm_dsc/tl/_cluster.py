@@ -111,8 +111,8 @@ def cluster(
         connected clusters apart (:func:`~scllm_dsc.graph.overcluster_merge`); with
         ``model_kwargs={{"init": "leiden"}}``, Leiden at ``resolution``. A given number
         starts from k-means, or from the over-clustering merged to it when that leaves no
-        cluster without markers and k-means does (``init`` of
-        :class:`~scllm_dsc.model.SCLLMDSC`).
+        cluster without markers, k-means does, and restarts reproduce the merge at least as
+        well (``init`` of :class:`~scllm_dsc.model.SCLLMDSC`).
     {key_added}
     {random_state}
         The same seed on CPU gives identical labels.
