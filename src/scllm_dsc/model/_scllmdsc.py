@@ -177,9 +177,8 @@ class SCLLMDSC(BaseModelClass):
 
     The NB decoder reconstructs every gene of ``adata``: as with scvi-tools models, subset
     the data to its highly variable genes first (:func:`scllm_dsc.tl.cluster` trains on the
-    2,000 it selects). On all 8,863 genes of Zheng sorted PBMC two trainings with different
-    seeds agreed at ARI 0.874, on its 2,000 highly variable genes at 0.979 (the benchmarks
-    page, "New cells").
+    2,000 it selects). On all genes, trainings with different seeds agree markedly less than
+    on the highly variable genes (the benchmarks page, "New cells").
 
     Parameters
     ----------
