@@ -753,8 +753,10 @@ class SCLLMDSC(BaseModelClass):
                                          for a, b in combinations(labs, 2)]))
             best = "merge" if stab["merge"] >= stab["kmeans"] else "kmeans"
             self.init_choice_["stability"] = stab
-        logger.info("Initial partition: %s (weak clusters, minimum markers: %s).", best, sep)
         self.init_choice_ = {"chosen": best, **self.init_choice_}
+        logger.info("Initial partition: %s (per candidate, the smallest marker count and the "
+                    "clusters without markers; agreement over restarts): %s.", best,
+                    self.init_choice_)
         return parts[best]
 
     def _target_fn(self):
