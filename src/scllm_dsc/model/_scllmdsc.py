@@ -736,7 +736,7 @@ class SCLLMDSC(BaseModelClass):
         parts = {m: run(rs) for m, run in runs.items()}
         W = tmp.obsp["connectivities"]
         sep = {m: separation(lab, W, Xl) for m, lab in parts.items()}
-        self.init_choice_ = {m: list(v) for m, v in sep.items()}
+        choice = {m: list(v) for m, v in sep.items()}
         # k-means splits a large type where it must place k centres in data with small
         # types (its clusters without markers); the merge keeps it whole and reaches k only
         # with splits that genes support. Where neither is clean (continua, subtypes told
@@ -752,11 +752,10 @@ class SCLLMDSC(BaseModelClass):
                 stab[m] = float(np.mean([adjusted_rand_score(a, b)
                                          for a, b in combinations(labs, 2)]))
             best = "merge" if stab["merge"] >= stab["kmeans"] else "kmeans"
-            self.init_choice_["stability"] = stab
-        self.init_choice_ = {"chosen": best, **self.init_choice_}
+            choice["stability"] = stab
+        self.init_choice_ = {"chosen": best, **choice}
         logger.info("Initial partition: %s (per candidate, the smallest marker count and the "
-                    "clusters without markers; agreement over restarts): %s.", best,
-                    self.init_choice_)
+                    "clusters without markers; agreement over restarts): %s.", best, choice)
         return parts[best]
 
     def _target_fn(self):
