@@ -227,12 +227,14 @@ def test_cluster_effects_values():
     assert e["d"][0, 0] > 100 and e["d"][1, 0] < -100
 
 
-@pytest.mark.parametrize(("s_b", "b_parent", "expected"), [
-    (0.95, "CL:P", ["CL:P", "CL:A", "CL:B"]),  # siblings nearly tied: their parent
-    (0.50, "CL:P", ["CL:A", "CL:B", "CL:P"]),  # a clear winner keeps its name
-    (0.95, "CL:A", ["CL:A", "CL:B", "CL:P"]),  # the runner-up is the winner's child
+@pytest.mark.parametrize(("s_b", "b_parent", "top", "expected"), [
+    (0.95, "CL:P", 1.0, ["CL:P", "CL:A", "CL:B"]),  # siblings nearly tied: their parent
+    (0.50, "CL:P", 1.0, ["CL:A", "CL:B", "CL:P"]),  # a clear winner keeps its name
+    (0.95, "CL:A", 1.0, ["CL:A", "CL:B", "CL:P"]),  # the runner-up is the winner's child
+    # the first suggestion climbed from a term scoring 1.5: the runner-up is not tied
+    (0.95, "CL:P", 1.5, ["CL:A", "CL:B", "CL:P"]),
 ])
-def test_near_tie_named_by_common_parent(s_b, b_parent, expected):
+def test_near_tie_named_by_common_parent(s_b, b_parent, top, expected):
     from scllm_dsc.tl._annotate import _common_parent
 
     cl = CellOntology(label={t: t for t in ("CL:P", "CL:A", "CL:B")}, synonyms={},
@@ -242,7 +244,7 @@ def test_near_tie_named_by_common_parent(s_b, b_parent, expected):
     d_row = np.array([2.0])
     effs = {t: {(0, 1): (1.0, [], 0)} for t in tindex}
     chosen = _common_parent(["CL:A", "CL:B", "CL:P"], s_row, d_row, tindex, effs, cl, tie=0.2,
-                            steps=2, min_score=0.25)
+                            steps=2, min_score=0.25, top=top)
     assert chosen == expected
 
 
@@ -273,6 +275,63 @@ def test_parse_markers_from_ontology_text():
     by = {(m.term_id, m.gene): m for m in parse_ontology_markers(cl, res)}
     assert by[("CL:2", "NCAM1")].weight == 0.5  # "dim": weakly absent
     assert "CD14-positive monocyte" in by[("CL:1", "CD14")].text
+
+
+def test_parse_secreted_products_named_before_the_verb():
+    cl = CellOntology(
+        label={"CL:1": "pancreatic epsilon cell", "CL:2": "pancreatic D cell",
+               "CL:3": "cytokine secreting effector T cell"},
+        synonyms={"CL:2": ["somatostatin-secreting pancreatic cell"]},
+        definition={"CL:1": "Ghrelin secreting cells found in the endocrine pancreas.",
+                    "CL:2": "A D cell located in the pancreas; contains somatostatin.",
+                    "CL:3": "An effector T cell."},
+        parents={"CL:1": [], "CL:2": [], "CL:3": []},
+    )
+    res = SymbolResolver(["GHRL", "SST", "IFNG"], aliases={},
+                         full_names={"ghrelin": "GHRL", "somatostatin": "SST"})
+    links = parse_ontology_markers(cl, res)
+    by = {(m.term_id, m.gene): m for m in links}
+    assert set(by) == {("CL:1", "GHRL"), ("CL:2", "SST")}  # "cytokine" names no gene
+    assert by[("CL:1", "GHRL")].sign == 1 and by[("CL:1", "GHRL")].weight == 1.0
+    assert "Ghrelin secreting" in by[("CL:1", "GHRL")].text
+
+
+def test_terms_of_the_other_species_left_out():
+    from scllm_dsc.tl._annotate import _other_species
+
+    assert _other_species("CD27-low, CD11b-high natural killer cell, mouse", "human")
+    assert _other_species("L5 extratelencephalic projecting neuron (Homo sapiens)", "mouse")
+    assert not _other_species("CD16-positive, CD56-dim natural killer cell, human", "human")
+    assert not _other_species("natural killer cell", "mouse")
+
+
+def test_rarely_reported_terms_penalised(knowledge, monkeypatch):
+    """Scores drop by ``rarity`` per decade of marker lists below ``common``, only with the
+    marker database among the sources."""
+    pytest.importorskip("cellconsensus")
+    import scllm_dsc.knowledge._cell_markers as cm
+    from scllm_dsc.tl._annotate import _rarity, marker_annotation
+
+    n = {"CL:1": 0, "CL:2": 4, "CL:3": 9, "CL:4": 500}
+    monkeypatch.setattr(cm, "consensus_sources", lambda terms: {t: n[t] for t in terms})
+    assert _rarity(list(n), common=10) == pytest.approx([1.0, np.log10(2), 0.0, 0.0])
+    monkeypatch.undo()
+
+    a = planted()
+    terms = ["CL:0000236", "CL:0000084", "CL:0000576", "CL:0000624"]
+    kw = {"terms": terms, "species": "human", "knowledge": knowledge}
+    _, flat = marker_annotation(a, "cluster", sources=["CL", "cellconsensus"], rarity=0.0, **kw)
+    _, prior = marker_annotation(a, "cluster", sources=["CL", "cellconsensus"], rarity=0.5,
+                                 common=400, **kw)
+    cols = list(prior["scores"].columns)
+    expected = flat["scores"][cols] - 0.5 * _rarity(cols, 400)[None, :]
+    np.testing.assert_allclose(prior["scores"].to_numpy(), expected.to_numpy())
+    assert (_rarity(cols, 400) > 0).any()
+    _, text = marker_annotation(a, "cluster", sources=["CL", "gene text"], rarity=0.0, **kw)
+    _, text_prior = marker_annotation(a, "cluster", sources=["CL", "gene text"], rarity=0.5,
+                                      common=400, **kw)
+    pd.testing.assert_frame_equal(text["scores"], text_prior["scores"])
+    assert prior["assigned"].set_index("cluster")["name"]["B"] == "B cell"
 
 
 def test_mouse_symbols_to_human():

@@ -61,9 +61,12 @@ _POSNEG = re.compile(
 _EXPRESS = re.compile(
     r"\b(express(?:es|ing)?|(?:is |are )?positive for|(?:is |are )?negative for|lacks?|lacking|"
     r"does not express|do not express|not expressing|secret(?:es|ing)|produc(?:es|ing)|"
+    r"contain(?:s|ing)|"
     r"but|while|whereas|except|which|that)\b",
     flags=re.IGNORECASE,
 )
+# a product named before the verb: "insulin-secreting cell", "Ghrelin secreting cells"
+_PRODUCT = re.compile(r"((?:[A-Za-z0-9]+[ -]){1,3}?)(?:secreting|producing)\b", re.IGNORECASE)
 _STOP_VERBS = ("but", "while", "whereas", "except", "which", "that")
 _NEG_VERBS = ("negative", "lack", "not")
 _SPLIT = re.compile(r",|\band\b|\bor\b|/", flags=re.IGNORECASE)
@@ -239,6 +242,13 @@ def parse_ontology_markers(cl: CellOntology, resolve: SymbolResolver,
                 sign, w = _sign_weight(m.group(2))
                 add(g, sign, w, f"{t} name: '{name}'")
         d = cl.definition.get(t, "")
+        for text, where in [*((n, "name") for n in _names_of(cl, t)), (d, "definition")]:
+            for m in _PRODUCT.finditer(text):
+                words = _WORD.findall(m.group(1))
+                # the longest run of words ending before the verb that is a gene's name
+                g = next((resolve.phrase(" ".join(words[i:])) for i in range(len(words))
+                          if resolve.phrase(" ".join(words[i:]))), None)
+                add(g, 1, 1.0, f"{t} {where}: '...{m.group(0).strip()}...'")
         for m in _POSNEG.finditer(d):
             g = resolve.token(m.group(1))
             sign, w = _sign_weight(m.group(2))
@@ -251,7 +261,7 @@ def parse_ontology_markers(cl: CellOntology, resolve: SymbolResolver,
             end = verbs[i + 1].start() if i + 1 < len(verbs) else len(d)
             rest = re.split(r"[;:()]|\.(?![0-9])", d[m.end():end])[0]
             sign = -1 if any(v in verb for v in _NEG_VERBS) else 1
-            secretes = verb.startswith(("secret", "produc"))
+            secretes = verb.startswith(("secret", "produc", "contain"))
             for part in _SPLIT.split(rest)[:8]:
                 words = [w for w in _WORD.findall(part) if w.lower() not in ("the", "a", "an")]
                 if not words:
@@ -338,6 +348,13 @@ def consensus_markers(terms: Iterable[str], n_top: int = 25) -> list[MarkerLink]
                 f"cellconsensus consensus score {s:.0f} ({n_src.get(t, 0)} sources)",
             ))
     return out
+
+
+def consensus_sources(terms: Iterable[str]) -> dict[str, int]:
+    """How many published marker lists the ``cellconsensus`` database merged for each term
+    (0 for terms it does not cover): a measure of how often a cell type is reported."""
+    _, n_src = _consensus_table()
+    return {t: int(n_src.get(t, 0)) for t in terms}
 
 
 def consensus_available() -> bool:

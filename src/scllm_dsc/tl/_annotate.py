@@ -408,6 +408,16 @@ def _term_markers(mk: pd.DataFrame, gene_col: dict[str, int]):
     return out
 
 
+#: how the Cell Ontology marks a term as specific to one species
+_SPECIES_TAGS = {"human": (", human", "(Homo sapiens)"), "mouse": (", mouse", "(Mus musculus)")}
+
+
+def _other_species(label: str, species: str) -> bool:
+    """Whether a term's label restricts it to a species other than ``species``."""
+    return any(label.endswith(tag) for sp, tags in _SPECIES_TAGS.items() if sp != species
+               for tag in tags)
+
+
 def _effective(term: str, own: dict, cl, decay: float, max_steps: int = 2):
     """A term's markers plus its ancestors' (weight times ``decay`` per is_a step)."""
     eff = {k: (v[0], v[1], 0) for k, v in own.get(term, {}).items()}
@@ -446,10 +456,21 @@ def _specific(child: dict, parent: dict, d_row: np.ndarray, shrink: float,
     return bool(extra) and _score(extra, d_row, shrink)[0] >= threshold
 
 
-def _common_parent(chosen, s_row, d_row, tindex, effs, cl, tie, steps, min_score):
+def _rarity(terms: Sequence[str], common: int) -> np.ndarray:
+    """Per term, how many decades fewer than ``common`` marker lists the marker database
+    merged for it (0 for terms reported at least ``common - 1`` times)."""
+    from ..knowledge._cell_markers import consensus_sources
+
+    n_src = consensus_sources(terms)
+    return np.array([max(0.0, np.log10(common / (1.0 + n_src[t]))) for t in terms])
+
+
+def _common_parent(chosen, s_row, d_row, tindex, effs, cl, tie, steps, min_score, top):
     """The first suggestion and the next one not on its is_a path nearly tied: name their
     nearest common is_a ancestor (within ``steps`` of the first, a supported candidate)
-    and keep both below it. ``s_row``/``d_row``: one cluster's term scores/gene effects."""
+    and keep both below it. ``s_row``/``d_row``: one cluster's term scores/gene effects;
+    ``top``: its best term score, against which "nearly tied" is judged (the first
+    suggestion may have climbed to a lower-scoring ancestor)."""
     def score(t):
         return s_row[tindex[t]]
 
@@ -458,7 +479,7 @@ def _common_parent(chosen, s_row, d_row, tindex, effs, cl, tie, steps, min_score
     for c in chosen[1:]:
         if c in up1 or t1 in cl.ancestors(c):
             continue
-        if score(c) < score(t1) - tie:
+        if score(c) < top - tie:
             return chosen
         upc = cl.ancestors(c, steps + 1)
         common = [a for a in up1 if a in upc and a in tindex
@@ -490,6 +511,8 @@ def marker_annotation(
     tie: float = 0.2,
     tie_steps: int = 2,
     keep_specific: float | None = 0.5,
+    rarity: float = 0.5,
+    common: int = 10,
     n_evidence: int = 8,
     min_evidence: float = 0.25,
     narrow: bool = False,
@@ -520,7 +543,8 @@ def marker_annotation(
             gene_col[g] = j
 
     cl = cell_ontology()
-    terms = [t for t in dict.fromkeys(terms) if t in cl.label]
+    terms = [t for t in dict.fromkeys(terms) if t in cl.label
+             and not _other_species(cl.label[t], species)]
     X = _log_normalised(ad, layer)
     eff_stats = cluster_effects(X, codes, len(clusters))
     D = eff_stats["d"]
@@ -580,6 +604,9 @@ def marker_annotation(
         other_best = np.array([np.max(np.delete(Sf, k, axis=0), axis=0)
                                for k in range(len(clusters))])
         S = S - contrast * np.clip(other_best - S, 0, None)
+    if rarity > 0 and "cellconsensus" in sources:
+        # a cell type that published marker lists rarely report is an unlikely name
+        S = S - rarity * _rarity(tlist, common)[None, :]
     tindex = {t: i for i, t in enumerate(tlist)}
 
     def label(t):
@@ -593,6 +620,7 @@ def marker_annotation(
         # a confident parent beats a shaky child: move up while the term's own markers do
         # not support it but an ancestor among the candidates is supported
         chosen = []
+        top = max((S[k, tindex[t]] for t in order if _supported(effs[t], D[k])), default=None)
         for t in order:
             # at least three, so that the common-parent rule sees the same runner-ups
             # whatever n_top is (the top-1 name must not depend on it)
@@ -619,7 +647,7 @@ def marker_annotation(
                 chosen.append(cur)
         if tie > 0 and chosen:
             chosen = _common_parent(chosen, S[k], D[k], tindex, effs, cl, tie, tie_steps,
-                                    min_score)
+                                    min_score, top)
         chosen = chosen[:n_top]
         for r, t in enumerate(chosen, start=1):
             i = tindex[t]
@@ -662,12 +690,13 @@ def marker_annotation(
         "ranking": ranking,
         "evidence": evidence,
         "assigned": pd.Series(top1, name="name").rename_axis("cluster").reset_index(),
+        "scores": pd.DataFrame(S, index=clusters, columns=tlist),
         "params": {
             "method": "markers", "key": key, "sources": list(sources), "species": species,
             "n_candidates": int(len(tlist)), "n_top": int(n_top), "min_score": float(min_score),
             "min_own": float(min_own), "decay": float(decay), "shrink": float(shrink),
             "margin": float(margin), "contrast": float(contrast), "tie": float(tie),
-            "keep_specific": keep_specific,
+            "keep_specific": keep_specific, "rarity": float(rarity), "common": int(common),
             "lineages": [cl.label[t] for t in lineages_found], "layer": layer,
         },
     }
