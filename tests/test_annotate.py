@@ -301,6 +301,9 @@ def test_terms_of_the_other_species_left_out():
 
     assert _other_species("CD27-low, CD11b-high natural killer cell, mouse", "human")
     assert _other_species("L5 extratelencephalic projecting neuron (Homo sapiens)", "mouse")
+    assert _other_species("Lugaro cell (Mmus)", "human")
+    assert _other_species("lamellocyte (sensu Arthropoda)", "mouse")
+    assert not _other_species("striatal SST GABAergic interneuron (Primate)", "human")
     assert not _other_species("CD16-positive, CD56-dim natural killer cell, human", "human")
     assert not _other_species("natural killer cell", "mouse")
 
@@ -358,6 +361,11 @@ def test_ontology_subsets():
     assert "CL:0000169" not in set(by_id["term_id"])
     pancreas = set(ontology_candidates("pancreas")["term_id"])
     assert {"CL:0000169", "CL:0000171", "CL:0002064", "CL:0000115"} <= pancreas
+    brain = ontology_candidates("brain").set_index("term_id")["name"]
+    assert {"CL:4023060", "CL:0000127", "CL:0000128", "CL:0000099"} <= set(brain.index)
+    # the eye and the peripheral nervous system are left out
+    assert not {"CL:0000740", "CL:0000604", "CL:0000107"} & set(brain.index)
+    assert not brain.str.contains("retina|dorsal root", case=False).any()
     with pytest.raises(ValueError, match="preset"):
         ontology_candidates("no such cell type")
 

@@ -408,14 +408,21 @@ def _term_markers(mk: pd.DataFrame, gene_col: dict[str, int]):
     return out
 
 
-#: how the Cell Ontology marks a term as specific to one species
-_SPECIES_TAGS = {"human": (", human", "(Homo sapiens)"), "mouse": (", mouse", "(Mus musculus)")}
+#: label endings by which the Cell Ontology restricts a term to a taxon, and the species of
+#: ours the taxon includes
+_TAXON_TAGS = {
+    ", human": ("human",), "(Homo sapiens)": ("human",), "(Primate)": ("human",),
+    ", mouse": ("mouse",), "(Mus musculus)": ("mouse",), "(Mmus)": ("mouse",),
+    "(sensu Mus)": ("mouse",), "(sensu Nematoda and Protostomia)": (),
+    "(sensu Nematoda)": (), "(sensu Teleostei)": (), "(sensu Arthropoda)": (),
+    "(sensu Arthopoda)": (), "(sensu Endopterygota)": (), "(sensu Fungi)": (),
+}
 
 
 def _other_species(label: str, species: str) -> bool:
-    """Whether a term's label restricts it to a species other than ``species``."""
-    return any(label.endswith(tag) for sp, tags in _SPECIES_TAGS.items() if sp != species
-               for tag in tags)
+    """Whether a term's label restricts it to a taxon that excludes ``species``."""
+    return any(label.endswith(tag) and species not in taxa
+               for tag, taxa in _TAXON_TAGS.items())
 
 
 def _effective(term: str, own: dict, cl, decay: float, max_steps: int = 2):
@@ -777,8 +784,8 @@ def annotate_clusters(
 
     1. **Markers** of each term (``sources``): those stated in the term's Cell Ontology name,
        synonyms or definition ("CD14-positive monocyte", "expresses CD19", "is negative for
-       CD3", "secretes insulin"; antigen names resolved through the human alias table, e.g.
-       CD16 -> FCGR3A); if ``cellconsensus`` is installed (``pip install
+       CD3", "secretes insulin", "ghrelin secreting"; antigen names resolved through the
+       human alias table, e.g. CD16 -> FCGR3A); if ``cellconsensus`` is installed (``pip install
        "scllm-dsc[markers]"``), its consensus marker lists; without it, genes whose NCBI
        summary names the term (weighted by how many terms it names; a mention is weaker
        evidence than a curated marker, so by default these links are used only when the
@@ -789,15 +796,20 @@ def annotate_clusters(
     3. **Score** of a term: the weighted mean effect of its positive markers (clipped at
        [-1, 3], shrunk towards 0 for terms with few markers) minus that of its negative
        markers, with the markers of its is_a ancestors (up to two steps, half weight per step)
-       propagated down to it.
+       propagated down to it. With the marker database, a term it merged from fewer than 10
+       published marker lists loses 0.5 per decade below that (``0.5 * log10(10 / (1 + n))``
+       for ``n`` lists): a cell type that studies rarely report ("double negative T
+       regulatory cell", "liver dendritic cell") is an unlikely name for a cluster that
+       common types fit about as well. Terms the Cell Ontology restricts to another species
+       (", mouse" in human data) are not candidates.
     4. **Hierarchy**: a term whose own markers do not support the cluster (own score below
        ``min_score``), or whose ancestor among the candidates scores nearly as well, gives
        way to that ancestor, so a confident parent ("T cell") is preferred over a shaky
        child, unless the markers the term has beyond that ancestor's are clearly up on their
        own (score at least 0.5: the granzymes of a cytotoxic T cell). When the two best
-       suggestions are not on one is_a path and nearly tie (within 0.2), the cluster is
-       named by their nearest common ancestor ("monocyte" when "classical" and
-       "non-classical monocyte" cannot be told apart), with both below it.
+       suggestions are not on one is_a path and nearly tie (within 0.2 of the best score),
+       the cluster is named by their nearest common ancestor ("monocyte" when "classical"
+       and "non-classical monocyte" cannot be told apart), with both below it.
     5. A cluster whose best term scores below ``min_score``, or has no marker with an
        effect above 0.5, is named ``"unassigned"``.
 
@@ -856,7 +868,8 @@ def annotate_clusters(
       ``score``, ``own_score``, ``n_support``, ``supporting_genes``, ``n_cells``),
       ``"evidence"`` (per cluster, rank and gene: ``marker``, ``effect_size``,
       ``log_fold_change``, ``pct_in``, ``pct_out``, ``weight``, ``source``, ``statement``),
-      ``"assigned"`` (the name given to each cluster) and ``"params"``.
+      ``"assigned"`` (the name given to each cluster), ``"scores"`` (clusters x candidate
+      CL ids, each term's final score; ``method="markers"``) and ``"params"``.
     """
     from .._utils import resolve_adata
 

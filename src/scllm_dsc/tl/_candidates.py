@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -28,8 +29,9 @@ _COMMON = (
 )
 
 #: Named subsets of the Cell Ontology: ``"subtrees"`` are taken with all their descendants,
-#: ``"terms"`` alone.
-PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
+#: ``"terms"`` alone; ``"exclude"`` subtrees, and terms whose label matches ``"not_words"``
+#: (a regular expression, case-insensitive, matched at word starts), are left out.
+PRESETS: dict[str, dict] = {
     "immune": {"subtrees": ("CL:0000988",), "terms": ()},  # hematopoietic cell
     "blood": {"subtrees": ("CL:0000988",), "terms": ()},
     "pancreas": {
@@ -47,6 +49,16 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
             "CL:0002319",  # neural cell (neurons and glia)
         ),
         "terms": _COMMON,
+        # the eye and the peripheral nervous system are not brain (the ontology's is_a
+        # hierarchy files retinal neurons and ganglia under "neuron" alone)
+        "exclude": (
+            "CL:0009004",  # retinal cell
+            "CL:0000006",  # neuronal receptor cell (photoreceptors, hair cells...)
+            "CL:0000101",  # sensory neuron
+            "CL:0000107",  # autonomic neuron
+        ),
+        "not_words": r"retina|amacrine|bipolar cell|ganglion cell|enteric|myenteric|"
+                     r"dorsal root|cervical ganglion|spinal|lateral line",
     },
 }
 
@@ -142,9 +154,15 @@ def ontology_candidates(within: str | Sequence[str] | None = None) -> pd.DataFra
             key = item.strip().lower() if isinstance(item, str) else item
             if key in PRESETS:
                 preset = PRESETS[key]
+                sel = set(preset["terms"])
                 for root in preset["subtrees"]:
-                    ids.update(parser.get_term_descendants(root, include_self=True))
-                ids.update(preset["terms"])
+                    sel.update(parser.get_term_descendants(root, include_self=True))
+                for root in preset.get("exclude", ()):
+                    sel.difference_update(parser.get_term_descendants(root, include_self=True))
+                if preset.get("not_words"):
+                    rx = re.compile(r"\b(?:" + preset["not_words"] + ")", re.IGNORECASE)
+                    sel = {i for i in sel if not rx.search(parser.get_term_label(i) or "")}
+                ids.update(sel)
             else:
                 root = _resolve_term(parser, item, label_map)
                 ids.update(parser.get_term_descendants(root, include_self=True))
