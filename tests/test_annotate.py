@@ -277,6 +277,20 @@ def test_parse_markers_from_ontology_text():
     assert "CD14-positive monocyte" in by[("CL:1", "CD14")].text
 
 
+def test_clusters_given_one_name_keep_their_own_best_terms():
+    from scllm_dsc.tl._annotate import _distinct
+
+    picks = [["CL:P", "CL:A"], ["CL:P", "CL:B"], ["CL:P"], ["CL:D"], ["CL:D"], []]
+    firsts = ["CL:A", "CL:B", "CL:P", "CL:E", "CL:E", None]
+    out = _distinct(picks, firsts)
+    # the first two climbed from different terms: they get those back; the third's own
+    # best is the shared name; the two clusters with the same own best keep the parent
+    assert [p[0] if p else None for p in out] == ["CL:A", "CL:B", "CL:P", "CL:D", "CL:D",
+                                                  None]
+    assert out[0] == ["CL:A", "CL:P"] and picks[0] == ["CL:P", "CL:A"]  # input untouched
+    assert _distinct([["CL:P"]], ["CL:A"]) == [["CL:P"]]  # a name of its own: kept
+
+
 def test_parse_secreted_products_named_before_the_verb():
     cl = CellOntology(
         label={"CL:1": "pancreatic epsilon cell", "CL:2": "pancreatic D cell",

@@ -498,6 +498,24 @@ def _common_parent(chosen, s_row, d_row, tindex, effs, cl, tie, steps, min_score
     return chosen
 
 
+def _distinct(picks: list[list[str]], firsts: list[str | None]) -> list[list[str]]:
+    """Clusters that the climb or a near tie gave one name, but whose own best terms
+    (``firsts``) differ from each other, are named by those terms: a name should tell
+    clusters apart where the data do. ``picks``: each cluster's suggestions, best first."""
+    shared: dict[str, list[int]] = {}
+    for k, chosen in enumerate(picks):
+        if chosen:
+            shared.setdefault(chosen[0], []).append(k)
+    out = [list(p) for p in picks]
+    for ks in shared.values():
+        own_best = [firsts[k] for k in ks]
+        for k in ks:
+            f = firsts[k]
+            if len(ks) > 1 and f is not None and f != out[k][0] and own_best.count(f) == 1:
+                out[k] = [f, *[t for t in out[k] if t != f]]
+    return out
+
+
 def marker_annotation(
     ad,
     key: str,
@@ -520,6 +538,7 @@ def marker_annotation(
     keep_specific: float | None = 0.5,
     rarity: float = 0.5,
     common: int = 10,
+    distinct: bool = True,
     n_evidence: int = 8,
     min_evidence: float = 0.25,
     narrow: bool = False,
@@ -622,7 +641,8 @@ def marker_annotation(
     sizes = np.bincount(codes, minlength=len(clusters))
     var_names = np.asarray(ad.var_names)
     rows, ev_rows, top1 = [], [], {}
-    for k, c in enumerate(clusters):
+    picks, firsts = [], []
+    for k in range(len(clusters)):
         order = [tlist[i] for i in np.argsort(-np.nan_to_num(S[k], nan=-np.inf), kind="stable")]
         # a confident parent beats a shaky child: move up while the term's own markers do
         # not support it but an ancestor among the candidates is supported
@@ -655,7 +675,12 @@ def marker_annotation(
         if tie > 0 and chosen:
             chosen = _common_parent(chosen, S[k], D[k], tindex, effs, cl, tie, tie_steps,
                                     min_score, top)
-        chosen = chosen[:n_top]
+        picks.append(chosen)
+        firsts.append(next((t for t in order if _supported(effs[t], D[k])), None))
+    if distinct:
+        picks = _distinct(picks, firsts)
+    for k, c in enumerate(clusters):
+        chosen = picks[k][:n_top]
         for r, t in enumerate(chosen, start=1):
             i = tindex[t]
             support = []
@@ -704,6 +729,7 @@ def marker_annotation(
             "min_own": float(min_own), "decay": float(decay), "shrink": float(shrink),
             "margin": float(margin), "contrast": float(contrast), "tie": float(tie),
             "keep_specific": keep_specific, "rarity": float(rarity), "common": int(common),
+            "distinct": bool(distinct),
             "lineages": [cl.label[t] for t in lineages_found], "layer": layer,
         },
     }
@@ -809,7 +835,10 @@ def annotate_clusters(
        own (score at least 0.5: the granzymes of a cytotoxic T cell). When the two best
        suggestions are not on one is_a path and nearly tie (within 0.2 of the best score),
        the cluster is named by their nearest common ancestor ("monocyte" when "classical"
-       and "non-classical monocyte" cannot be told apart), with both below it.
+       and "non-classical monocyte" cannot be told apart), with both below it. Clusters
+       that these two rules give one name, but whose own best terms differ, keep those
+       terms (two CD8 T-cell clusters stay "naive" and "cytotoxic" rather than both
+       "CD8-positive, alpha-beta T cell"): a name tells clusters apart where the data do.
     5. A cluster whose best term scores below ``min_score``, or has no marker with an
        effect above 0.5, is named ``"unassigned"``.
 
