@@ -246,8 +246,8 @@ def parse_ontology_markers(cl: CellOntology, resolve: SymbolResolver,
             for m in _PRODUCT.finditer(text):
                 words = _WORD.findall(m.group(1))
                 # the longest run of words ending before the verb that is a gene's name
-                g = next((resolve.phrase(" ".join(words[i:])) for i in range(len(words))
-                          if resolve.phrase(" ".join(words[i:]))), None)
+                g = next((p for i in range(len(words))
+                          if (p := resolve.phrase(" ".join(words[i:])))), None)
                 add(g, 1, 1.0, f"{t} {where}: '...{m.group(0).strip()}...'")
         for m in _POSNEG.finditer(d):
             g = resolve.token(m.group(1))

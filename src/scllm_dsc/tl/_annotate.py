@@ -647,7 +647,7 @@ def marker_annotation(
         # a confident parent beats a shaky child: move up while the term's own markers do
         # not support it but an ancestor among the candidates is supported
         chosen = []
-        top = max((S[k, tindex[t]] for t in order if _supported(effs[t], D[k])), default=None)
+        first = next((t for t in order if _supported(effs[t], D[k])), None)
         for t in order:
             # at least three, so that the common-parent rule sees the same runner-ups
             # whatever n_top is (the top-1 name must not depend on it)
@@ -674,9 +674,9 @@ def marker_annotation(
                 chosen.append(cur)
         if tie > 0 and chosen:
             chosen = _common_parent(chosen, S[k], D[k], tindex, effs, cl, tie, tie_steps,
-                                    min_score, top)
+                                    min_score, S[k, tindex[first]])
         picks.append(chosen)
-        firsts.append(next((t for t in order if _supported(effs[t], D[k])), None))
+        firsts.append(first)
     if distinct:
         picks = _distinct(picks, firsts)
     for k, c in enumerate(clusters):
