@@ -31,7 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, DEFAULT_GENETEXT, RESULTS, load_labelled, quiet_training  # noqa: E402
-from quality import Context, random_gene_vectors  # noqa: E402
+from quality import METHODS, Context  # noqa: E402
 
 
 class _InitDone(Exception):
@@ -51,20 +51,11 @@ def _stop_after_init():
 
 def _run(adata, k, seed, init, method, ctx):
     """``sd.tl.cluster`` as quality.py's ``method`` runs it: the labels and the model."""
-    import scllm_dsc as sd
-
-    b = adata.copy()
-    kw = dict(ctx.quiet)
-    if method == "ablation_no_semantic":
-        kw["use_semantic"] = False
-    elif method == "control_random_vectors":
-        random_gene_vectors(b)
     try:
-        model = sd.tl.cluster(b, k, random_state=seed, return_model=True,
-                              model_kwargs={"init": init}, **kw)
+        return METHODS[method](adata, k, seed, ctx, model_kwargs={"init": init},
+                               return_model=True)
     except _InitDone as done:
         return done.args
-    return b.obs["scllm_dsc"].to_numpy(), model
 
 
 def main(argv=None):

@@ -162,18 +162,24 @@ def random_gene_vectors(adata, seed: int = 12345) -> None:
 
 
 def _scllm(control: bool = False, random_vectors: bool = False, **kwargs):
-    def run(adata, k, seed, ctx):
+    def run(adata, k, seed, ctx, model_kwargs=None, return_model=False):
+        """The labels (and the model, ``return_model=True``); ``model_kwargs`` are added
+        to the configuration's own (other studies reuse these runners)."""
         import scllm_dsc as sd
 
         n_clusters = None if kwargs.get("auto") else k
         extra = {key: v for key, v in kwargs.items() if key != "auto"}
+        if model_kwargs:
+            extra["model_kwargs"] = {**extra.get("model_kwargs", {}), **model_kwargs}
         ad = adata.copy()
         if control:
             random_semantic(ad)
         if random_vectors:
             random_gene_vectors(ad)
-        sd.tl.cluster(ad, n_clusters=n_clusters, random_state=seed, **ctx.quiet, **extra)
-        return ad.obs["scllm_dsc"].to_numpy()
+        model = sd.tl.cluster(ad, n_clusters=n_clusters, random_state=seed,
+                              return_model=return_model, **ctx.quiet, **extra)
+        labels = ad.obs["scllm_dsc"].to_numpy()
+        return (labels, model) if return_model else labels
 
     run.needs_semantic = (kwargs.get("use_semantic", True) and not control) or random_vectors
     return run
